@@ -1,0 +1,205 @@
+"""Settings of every pipeline stage and of evaluation, with the paper's values as defaults.
+
+These are plain frozen dataclasses so that the pipeline runs where only torch and transformers are
+installed (a GPU benchmark machine). The search's Pydantic spec (`search.spec`) uses them directly as
+field types: each class carries ``__pydantic_config__`` (a plain dict, no pydantic import), so unknown
+keys are rejected and values are type-checked exactly like the rest of the spec, and every default
+lives here, once.
+
+Paper values: Gurgurov et al. 2025 (see the project's method notes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "STAGES",
+    "TASKS",
+    "AdaptConfig",
+    "Candidate",
+    "CorpusSource",
+    "DistillConfig",
+    "EvalConfig",
+    "PruneConfig",
+    "TaskSource",
+    "TaskTraining",
+    "TrimVocabConfig",
+    "TruncateConfig",
+]
+
+# Pydantic reads this attribute on stdlib dataclasses; a plain dict keeps pydantic optional here.
+_STRICT = {"extra": "forbid"}
+
+STAGES = ("distill", "prune", "truncate", "trim_vocab")
+TASKS = ("sentiment", "topic", "ner", "pos")
+
+InitStrategy = Literal["stride", "last_k", "first_k", "first_last_k", "random"]
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Stage 0: continued masked-LM training of the teacher on target-language text."""
+
+    __pydantic_config__ = _STRICT
+
+    enabled: bool = True
+    steps: int = 100_000
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 512
+    mlm_probability: float = 0.15
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    eval_every: int = 1_000
+    seed: int = 0
+    bf16: bool = True
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Stages 1 and 3b: ``alpha * MLM + (1 - alpha) * KD`` with a copy-initialised student.
+
+    ``steps`` wins over ``epochs`` when set. ``kd_loss="mse"`` is the logit MSE of the paper; with
+    ``mask_padding=False`` padding positions count too, as in the reference scripts. ``kd_loss="kl"``
+    is ``KL(softmax(t/T) || softmax(s/T)) * T^2``.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    alpha: float = 0.5
+    kd_loss: Literal["mse", "kl"] = "mse"
+    temperature: float = 1.0
+    mask_padding: bool = True
+    lr: float = 5e-5
+    batch_size: int = 8
+    grad_accum: int = 1
+    steps: int | None = None
+    epochs: float = 10.0
+    max_length: int = 512
+    mlm_probability: float = 0.15
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    eval_every: int = 500
+    seed: int = 0
+    bf16: bool = True
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Stage 2: first-order Taylor importance of FFN neurons from one pass over held-out text."""
+
+    __pydantic_config__ = _STRICT
+
+    method: Literal["taylor"] = "taylor"
+    reorder_heads: bool = True
+    batch_size: int = 8
+    max_length: int = 512
+    max_batches: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TruncateConfig:
+    """Stage 3: hidden-size truncation, then a second distillation from ``teacher``."""
+
+    __pydantic_config__ = _STRICT
+
+    method: Literal["first", "svd"] = "first"
+    teacher: Literal["pruned", "original"] = "pruned"
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass(frozen=True)
+class TrimVocabConfig:
+    """Stage 4: keep the most frequent pieces of the target language plus every special token.
+
+    ``vocab_size`` of a candidate is the size of the resulting vocabulary, special tokens included;
+    it is smaller when fewer pieces reach ``min_count``.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    min_count: int = 2
+    counting: Literal["frequency", "document"] = "frequency"
+
+
+@dataclass(frozen=True)
+class TaskTraining:
+    """How one downstream task trains its adapter (or the whole model) and picks its epoch."""
+
+    __pydantic_config__ = _STRICT
+
+    lr: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 16
+    max_length: int = 256
+    reduction_factor: int = 16
+    select: Literal["last", "best_dev"] = "last"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Downstream evaluation: frozen encoder + bottleneck adapter (paper) or full fine-tuning."""
+
+    __pydantic_config__ = _STRICT
+
+    method: Literal["adapter", "finetune"] = "adapter"
+    seeds: tuple[int, ...] = (1, 2, 3)
+    scoring: Literal["word", "subword"] = "word"
+    sentiment: TaskTraining = field(default_factory=TaskTraining)
+    topic: TaskTraining = field(default_factory=lambda: TaskTraining(reduction_factor=4))
+    ner: TaskTraining = field(
+        default_factory=lambda: TaskTraining(lr=3e-4, epochs=100, batch_size=64, select="best_dev")
+    )
+    pos: TaskTraining = field(
+        default_factory=lambda: TaskTraining(lr=3e-4, epochs=100, batch_size=64, select="best_dev")
+    )
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """Unlabelled text: a UTF-8 file (one sentence or document a line), a folder of them, or a hub
+    dataset ``hf:org/name[:config]`` with ``text_column``. ``max_lines`` caps what is read."""
+
+    __pydantic_config__ = _STRICT
+
+    source: str
+    format: Literal["auto", "text", "parseme", "jsonl", "csv", "tsv", "hf"] = "auto"
+    text_column: str = "text"
+    split: str = "train"
+    max_lines: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Labelled data of one task: ``hf:org/name[:config]`` or a folder with train/dev/test files.
+
+    Columns are names or 0-based indices given as strings; ``None`` means the format's default
+    (classification: ``text``/``label`` or the last two columns; token tasks: first and last column).
+    """
+
+    __pydantic_config__ = _STRICT
+
+    source: str
+    format: Literal["auto", "conllu", "conll", "csv", "tsv", "jsonl", "hf"] = "auto"
+    text_column: str | None = None
+    label_column: str | None = None
+    token_column: str | None = None
+    tag_column: str | None = None
+    header: bool | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One student of the search space. ``vocab_size=None`` keeps the full vocabulary."""
+
+    __pydantic_config__ = _STRICT
+
+    num_hidden_layers: int
+    intermediate_size: int
+    hidden_size: int
+    vocab_size: int | None = None
+    init: InitStrategy = "stride"

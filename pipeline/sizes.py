@@ -1,0 +1,74 @@
+"""Exact parameter counts of encoder ``...ForMaskedLM`` models from their config alone.
+
+Nothing here imports torch or transformers, so a dry run sizes a whole search space in milliseconds.
+The count equals ``AutoModelForMaskedLM.from_config(config).num_parameters()`` for the BERT and
+XLM-R (RoBERTa) families: the decoder weight is tied to the word embeddings and counted once, the
+decoder bias is counted once, and the masked-LM models carry no pooler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["count_parameters", "config_parameters", "family_of"]
+
+_FAMILIES = {"xlm-roberta": "xlmr", "roberta": "xlmr", "camembert": "xlmr", "bert": "bert"}
+
+
+def family_of(config: Mapping[str, Any]) -> str:
+    """The model family of a Hugging Face config: ``"xlmr"`` (SentencePiece) or ``"bert"`` (WordPiece).
+
+    Raises:
+        ValueError: for a ``model_type`` this project does not compress.
+    """
+    model_type = config.get("model_type")
+    if model_type not in _FAMILIES:
+        raise ValueError(
+            f"model_type {model_type!r} is not supported; expected one of {sorted(_FAMILIES)}"
+        )
+    return _FAMILIES[model_type]
+
+
+def count_parameters(
+    *,
+    num_hidden_layers: int,
+    hidden_size: int,
+    intermediate_size: int,
+    vocab_size: int,
+    max_position_embeddings: int,
+    type_vocab_size: int,
+) -> int:
+    """Parameters of a BERT/XLM-R masked-LM model with a tied decoder.
+
+    Returns:
+        embeddings (word, position, token type, LayerNorm) + layers + MLM head (transform dense,
+        LayerNorm, decoder bias).
+    """
+    h, f = hidden_size, intermediate_size
+    embeddings = (vocab_size + max_position_embeddings + type_vocab_size) * h + 2 * h
+    # Q, K, V, attention output (4 h*h + 4 h), two LayerNorms (4 h), FFN in (h*f + f), FFN out (f*h + h).
+    layer = 4 * h * h + 2 * h * f + 9 * h + f
+    head = h * h + h + 2 * h + vocab_size
+    return embeddings + num_hidden_layers * layer + head
+
+
+def config_parameters(config: Mapping[str, Any], **overrides: int) -> int:
+    """`count_parameters` for a config dict (``config.json`` or ``PretrainedConfig.to_dict()``).
+
+    Args:
+        config: the model's config; its ``model_type`` must be a supported family.
+        overrides: replacement values for ``num_hidden_layers``, ``hidden_size``,
+            ``intermediate_size`` or ``vocab_size``.
+    """
+    family_of(config)
+    keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size")
+    unknown = set(overrides) - set(keys)
+    if unknown:
+        raise TypeError(f"unknown size overrides: {sorted(unknown)}")
+    sizes = {key: int(overrides.get(key, config[key])) for key in keys}
+    return count_parameters(
+        **sizes,
+        max_position_embeddings=int(config["max_position_embeddings"]),
+        type_vocab_size=int(config.get("type_vocab_size", 2)),
+    )

@@ -1,0 +1,57 @@
+"""Tokenizers trained in-process with `tokenizers`, in the exact shape the stock classes load.
+
+The XLM-R family uses a SentencePiece-Unigram vocabulary (pieces with log-probability scores, ``<s>
+<pad> </s> <unk>`` first and ``<mask>`` last, as in ``xlm-roberta-base``); the BERT family a WordPiece
+vocabulary with ``[PAD] [UNK] [CLS] [SEP] [MASK]``. Both come back as the stock transformers
+tokenizer classes, so ``save_pretrained`` writes a directory that ``AutoTokenizer`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import BertTokenizer, XLMRobertaTokenizer
+
+__all__ = ["train_unigram_tokenizer", "train_wordpiece_tokenizer", "unigram_pieces"]
+
+XLMR_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def unigram_pieces(tokenizer: XLMRobertaTokenizer | Tokenizer) -> list[tuple[str, float]]:
+    """The ``(piece, score)`` list of a Unigram tokenizer (stock class or raw `tokenizers` one), in id order."""
+    raw = tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer
+    state = json.loads(raw.to_str())
+    return [(piece, float(score)) for piece, score in state["model"]["vocab"]]
+
+
+def train_unigram_tokenizer(texts: Iterable[str], vocab_size: int) -> XLMRobertaTokenizer:
+    """An XLM-R tokenizer with a Unigram vocabulary of at most ``vocab_size`` pieces (``<mask>`` included)."""
+    raw = Tokenizer(models.Unigram())
+    raw.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size - 1,  # <mask> goes last, as in xlm-roberta-base
+        special_tokens=list(XLMR_SPECIALS),
+        unk_token="<unk>",
+        show_progress=False,
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    pieces = unigram_pieces(raw) + [("<mask>", 0.0)]
+    return XLMRobertaTokenizer(vocab=pieces)
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int) -> BertTokenizer:
+    """A cased BERT tokenizer with a WordPiece vocabulary of at most ``vocab_size`` entries."""
+    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    raw.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS), show_progress=False
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    vocab = dict(sorted(raw.get_vocab().items(), key=lambda item: item[1]))
+    return BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
