@@ -1,0 +1,81 @@
+"""``python -m search.run SPEC [--dry-run] [--set dotted.key=value ...] [--resume] [--address ADDR]``
+
+Validates the spec (and every ``--set``) first; a bad spec prints one line per problem and exits
+with code 2. ``--dry-run`` then prints every candidate student with its exact size from the
+teacher's ``config.json`` alone and writes nothing; without it the search runs
+(`search.driver.run_search`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline.errors import UsageError
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.run",
+        description="Search the compressions of a multilingual encoder that a YAML spec describes.",
+    )
+    parser.add_argument("spec", metavar="SPEC", help="the spec file (YAML), e.g. specs/maltese.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print every candidate's size; run nothing, write nothing")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec field with a YAML value, e.g. --set space.hidden=[312,456] (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the search stored under search.storage_path")
+    parser.add_argument("--address", metavar="ADDR", help="Ray address: local, auto or HOST:PORT (same as --set ray.address=ADDR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 fine, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
+    try:
+        from search.spec import load_spec, resolve_teacher_config
+
+        spec = load_spec(args.spec, overrides)
+        if args.dry_run:
+            from search.space import format_size_table, size_table
+
+            teacher_config = resolve_teacher_config(spec)
+            print(format_size_table(spec, teacher_config, size_table(spec, teacher_config)))
+            return 0
+        return int(_run_search()(spec, args) or 0)
+    except UsageError as error:
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_search():
+    try:
+        driver = importlib.import_module("search.driver")
+    except ModuleNotFoundError as error:
+        if error.name != "search.driver":
+            raise
+        raise UsageError("the search itself (search.driver) is not installed in this checkout; use --dry-run") from None
+    return driver.run_search
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The command line: dry run, errors with exit code 2, --set, and the hand-over to the search."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from search import spec as spec_module
+from search import teachers
+from search.run import main
+from tests.search.test_spec import MBERT, minimal, write_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    teachers._hub_config.cache_clear()
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*")}
+
+
+def test_dry_run_prints_every_candidate(tmp_path, capsys):
+    space = {"layers": [6], "ffn": [2048, 3072], "hidden": [312, 768], "vocab": [40000, "full"]}
+    path = write_spec(tmp_path, minimal(space=space, constraints={"max_params": 100_000_000}))
+    code, out, err = run([path, "--dry-run"], capsys)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert "278,295,186 parameters" in lines[0]
+    rows = {tuple(line.split()[1:5]): line for line in lines[2:-1]}
+    assert len(rows) == 8
+    assert "22,812,688" in rows[("6", "2048", "312", "40000")] and "91.8%" in rows[("6", "2048", "312", "40000")]
+    assert "88,543,314" in rows[("6", "2048", "312", "full")]
+    assert "226,324,626" in rows[("6", "2048", "768", "full")] and "x params > max_params" in rows[("6", "2048", "768", "full")]
+    assert "235,767,954" in rows[("6", "3072", "768", "full")]
+    assert lines[-1].startswith("8 candidates, 6 within constraints (max_params=100,000,000)")
+
+
+def test_dry_run_mbert_and_set(tmp_path, capsys):
+    path = write_spec(tmp_path, minimal(), teacher=MBERT)
+    code, out, _ = run([path, "--dry-run", "--set", "space.hidden=[312]", "--set", "space.vocab=full",
+                        "--set", "space.init=[last_k]"], capsys)
+    assert code == 0
+    assert "177,974,523 parameters" in out.splitlines()[0] and "(bert)" in out.splitlines()[0]
+    assert out.splitlines()[2].split()[1:6] == ["6", "2048", "312", "full", "47,710,587"]
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.setattr(spec_module, "REPO_ROOT", repo)  # where the default mlflow/ and .cache/ would go
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = write_spec(tmp_path / "specs", minimal())
+    before = tree(tmp_path)
+    code, out, _ = run([path, "--dry-run"], capsys)
+    assert code == 0 and out
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["{spec}", "--dry-run", "--set", "space.hidden"], "error: --set space.hidden: expected dotted.key=value"),
+        (["{spec}", "--dry-run", "--set", "space.hidden=[310]"],
+         "error: {spec}: space.hidden[0]: 310 is not divisible by num_attention_heads=12 (from --set space.hidden=[310])"),
+        (["{spec}", "--dry-run", "--set", "space.layers=[24]"],
+         "error: {spec}: space.layers[0]: 24 is larger than the teacher's num_hidden_layers=12"),
+        (["{spec}", "--dry-run", "--set", "space.ffn=[]"], "error: {spec}: space.ffn: needs at least one choice"),
+        (["{spec}", "--dry-run", "--set", "space.vocab=[300000]"],
+         "error: {spec}: space.vocab[0]: 300000 is larger than the teacher's vocab_size=250002"),
+        (["{spec}", "--dry-run", "--set", "teacher.model=/no/such/dir"],
+         "error: {spec}: teacher.model: /no/such/dir: no such directory"),
+        (["{spec}", "--dry-run", "--set", "space.layres=[6]"], "error: {spec}: space.layres: unknown key"),
+        (["{tmp}/missing.yaml", "--dry-run"], "error: {tmp}/missing.yaml: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, expected):
+    path = write_spec(tmp_path, minimal())
+    argv = [a.format(spec=path, tmp=tmp_path) for a in argv]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[0].startswith(expected.format(spec=path, tmp=tmp_path)), err
+    assert "Traceback" not in err
+
+
+def test_yaml_error_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("language: mt\nspace:\n  hidden: [312\n")
+    code, _, err = run([path, "--dry-run"], capsys)
+    assert code == 2 and err.startswith(f"error: {path}:4:") and len(err.splitlines()) == 1
+
+
+def test_all_problems_then_exit_2(tmp_path, capsys):
+    path = write_spec(tmp_path, minimal(space={"hidden": [310, 1000], "layers": [6, 6]}, search={"sampler": "grid"}))
+    code, _, err = run([path, "--dry-run", "--set", "nonsense"], capsys)
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 5 and all(line.startswith("error: ") for line in lines)
+
+
+def test_without_dry_run_the_driver_gets_spec_and_args(tmp_path, capsys, monkeypatch):
+    calls = []
+    driver = types.ModuleType("search.driver")
+    driver.run_search = lambda spec, args: calls.append((spec, args)) or 0
+    monkeypatch.setitem(sys.modules, "search.driver", driver)
+    path = write_spec(tmp_path, minimal())
+    code, _, _ = run([path, "--resume", "--address", "auto", "--set", "search.num_samples=3"], capsys)
+    assert code == 0
+    ((spec, args),) = calls
+    assert spec.ray.address == "auto" and spec.search.num_samples == 3
+    assert args.resume is True and args.address == "auto" and args.spec == str(path) and not args.dry_run
+
+
+def test_driver_errors_and_absence_exit_2(tmp_path, capsys, monkeypatch):
+    from pipeline.errors import UsageError
+
+    path = write_spec(tmp_path, minimal())
+    driver = types.ModuleType("search.driver")
+
+    def fail(spec, args):
+        raise UsageError("the stage cache is locked")
+
+    driver.run_search = fail
+    monkeypatch.setitem(sys.modules, "search.driver", driver)
+    assert run([path], capsys)[::2] == (2, "error: the stage cache is locked\n")
+    monkeypatch.setitem(sys.modules, "search.driver", None)
+    code, _, err = run([path], capsys)
+    assert code == 2 and "search.driver" in err and "Traceback" not in err
+
+
+def test_cli_dry_run_is_fast_and_imports_no_heavy_package(tmp_path):
+    """A real process: the dry run needs neither torch, transformers, Ray nor MLflow, and < 2 s (CPU time,
+    so that a busy machine does not make it flaky)."""
+    path = write_spec(tmp_path, minimal(space={"layers": [4, 6, 8], "hidden": [312, 456, 564, 768]}))
+    code = (
+        "import sys, time; t = time.process_time(); from search.run import main; rc = main(sys.argv[1:]);"
+        "heavy = [m for m in ('torch', 'transformers', 'ray', 'mlflow', 'optuna', 'datasets') if m in sys.modules];"
+        "print('HEAVY', heavy, 'SECONDS', time.process_time() - t); sys.exit(rc)"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, str(path), "--dry-run"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.splitlines()[-1].split()
+    assert last[:2] == ["HEAVY", "[]"]
+    assert float(last[-1]) < 2.0
+
+
+def test_python_dash_m_on_the_maltese_spec():
+    proc = subprocess.run([sys.executable, "-m", "search.run", "specs/maltese.yaml", "--dry-run", "--set", "space.layers=[13]"],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (
+        "error: specs/maltese.yaml: space.layers[0]: 13 is larger than the teacher's num_hidden_layers=12"
+        " (from --set space.layers=[13])"
+    )
+    assert "Traceback" not in proc.stderr

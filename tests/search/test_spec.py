@@ -1,0 +1,266 @@
+"""The spec schema: paper defaults, path resolution, overrides, and one-line errors for every problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydantic
+import pytest
+import yaml
+
+from search import teachers
+from search.spec import (
+    REPO_ROOT,
+    Spec,
+    SpecError,
+    apply_overrides,
+    load_spec,
+)
+
+XLMR_BASE = {
+    "model_type": "xlm-roberta", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "vocab_size": 250002, "max_position_embeddings": 514, "type_vocab_size": 1,
+}
+MBERT = {
+    "model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "vocab_size": 119547, "max_position_embeddings": 512, "type_vocab_size": 2,
+}
+
+
+def write_teacher(folder: Path, config: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def minimal(**sections) -> dict:
+    data = {
+        "language": "mt",
+        "teacher": {"model": "./teacher"},
+        "data": {"corpus": {"source": "corpus.txt"}, "heldout": {"source": "heldout.txt"},
+                 "tasks": {"pos": {"source": "pos"}}},
+    }
+    data.update(sections)
+    return data
+
+
+def write_spec(folder: Path, data: dict, name: str = "spec.yaml", teacher: dict | None = XLMR_BASE) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if teacher is not None:
+        write_teacher(folder / "teacher", teacher)
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def problems(path, overrides=()) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides)
+    return list(info.value.problems)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    teachers._hub_config.cache_clear()
+    yield
+    teachers._hub_config.cache_clear()
+
+
+# ---------------------------------------------------------------------------- defaults and paths
+def test_defaults_are_the_papers(tmp_path):
+    spec = load_spec(write_spec(tmp_path, minimal()))
+    assert spec.space.layers == (6,) and spec.space.ffn == (2048,)
+    assert spec.space.hidden == (564, 456, 312) and spec.space.vocab == (40000,) and spec.space.init == ("stride",)
+    assert [(o.metric, o.direction) for o in spec.objectives] == [("quality", "max"), ("params", "min")]
+    assert spec.stages.order == ("distill", "prune", "truncate", "trim_vocab")
+    assert spec.distill.alpha == 0.5 and spec.distill.kd_loss == "mse" and spec.distill.lr == 5e-5
+    assert spec.evaluation.topic.reduction_factor == 4 and spec.evaluation.seeds == (1, 2, 3)
+    assert spec.search.sampler == "nsga2" and spec.search.max_failures == 0
+    assert spec.search.resources.cpu == 1 and spec.search.resources.gpu == 0
+    assert spec.ray.address == "local"
+    assert spec.constraints.max_params is None
+    assert spec.mlflow.tracking_uri == f"sqlite:///{REPO_ROOT}/mlflow/mlflow.db"
+    assert spec.mlflow.artifact_location == (REPO_ROOT / "mlflow" / "artifacts").as_uri()
+    assert spec.mlflow.experiment == "compress-mt"
+    assert spec.search.storage_path == str(REPO_ROOT / ".cache" / "ray")
+    assert spec.search.cache_dir == str(REPO_ROOT / ".cache" / "stages")
+    assert not spec.measures_latency
+
+
+def test_partial_section_keeps_the_other_defaults(tmp_path):
+    data = minimal(evaluation={"topic": {"lr": "1e-4"}}, truncate={"distill": {"steps": 10}})
+    spec = load_spec(write_spec(tmp_path, data))
+    assert spec.evaluation.topic.lr == 1e-4
+    assert spec.evaluation.topic.reduction_factor == 4  # topic's own default, not TaskTraining's 16
+    assert spec.evaluation.ner.epochs == 100
+    assert spec.truncate.distill.steps == 10 and spec.truncate.teacher == "pruned"
+
+
+def test_spec_is_frozen_and_round_trips(tmp_path):
+    spec = load_spec(write_spec(tmp_path, minimal()))
+    with pytest.raises(pydantic.ValidationError):
+        spec.language = "sk"
+    with pytest.raises(Exception):
+        spec.distill.lr = 1.0
+    assert Spec.model_validate(spec.model_dump()) == spec
+    assert Spec.model_validate(json.loads(spec.model_dump_json())) == spec
+
+
+def test_relative_paths_resolve_against_the_spec_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    data = minimal(search={"cache_dir": "../cache", "storage_path": "s3://bucket/ray"},
+                   mlflow={"tracking_uri": "sqlite:///track/m.db"})
+    data["data"]["tasks"] = {"pos": {"source": "data/pos"}, "ner": {"source": "hf:unimelb-nlp/wikiann:mt"},
+                             "topic": {"source": "synthetic:demo/topic"}, "sentiment": {"source": "~/sa"}}
+    path = write_spec(folder, data)
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(path)
+    assert spec.teacher.model == str(folder / "teacher")
+    assert spec.data.corpus.source == str(folder / "corpus.txt")
+    assert spec.data.tasks["pos"].source == str(folder / "data" / "pos")
+    assert spec.data.tasks["ner"].source == "hf:unimelb-nlp/wikiann:mt"
+    assert spec.data.tasks["topic"].source == "synthetic:demo/topic"
+    assert spec.data.tasks["sentiment"].source == str(Path("~/sa").expanduser())
+    assert spec.search.cache_dir == str(tmp_path / "cache")
+    assert spec.search.storage_path == "s3://bucket/ray"
+    assert spec.mlflow.tracking_uri == f"sqlite:///{folder}/track/m.db"
+    assert spec.mlflow.artifact_location == (folder / "track" / "artifacts").as_uri()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("FacebookAI/xlm-roberta-base", "FacebookAI/xlm-roberta-base"),
+        ("xlm-roberta-base", "xlm-roberta-base"),
+        ("hf:google-bert/bert-base-multilingual-cased", "google-bert/bert-base-multilingual-cased"),
+        ("synthetic:demo/teacher", "synthetic:demo/teacher"),
+        ("./teacher", "{folder}/teacher"),
+        ("teacher", "{folder}/teacher"),  # exists beside the spec
+        ("/abs/teacher", "/abs/teacher"),
+    ],
+)
+def test_teacher_model_is_a_path_or_a_hub_id(tmp_path, value, expected):
+    write_teacher(tmp_path / "teacher", XLMR_BASE)
+    spec = Spec.model_validate(minimal(teacher={"model": value}), context={"base_dir": tmp_path})
+    assert spec.teacher.model == expected.format(folder=tmp_path)
+
+
+def test_overridden_paths_are_relative_to_the_current_directory(tmp_path, monkeypatch):
+    path = write_spec(tmp_path / "specs", minimal())
+    write_teacher(tmp_path / "elsewhere", MBERT)
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(path, ["teacher.model=elsewhere", "data.corpus.source=c.txt", "data.tasks.ner={source: n}"])
+    assert spec.teacher.model == str(tmp_path / "elsewhere")
+    assert spec.data.corpus.source == str(tmp_path / "c.txt")
+    assert spec.data.tasks["ner"].source == str(tmp_path / "n")
+    assert spec.data.tasks["pos"].source == str(tmp_path / "specs" / "pos")  # from the file: spec folder
+
+
+# ---------------------------------------------------------------------------- overrides
+def test_set_values_are_yaml_and_validated_like_the_file(tmp_path):
+    path = write_spec(tmp_path, minimal())
+    spec = load_spec(path, ["space.hidden=[312,456]", "space.vocab=[40000, full]", "evaluation.topic.lr=1e-4",
+                            "search.resources={cpu: 2, gpu: 0.5}", "constraints.max_params=50000000", "space.layers=4"])
+    assert spec.space.hidden == (312, 456) and spec.space.vocab == (40000, "full") and spec.space.layers == (4,)
+    assert spec.evaluation.topic.lr == 1e-4 and spec.evaluation.topic.reduction_factor == 4
+    assert spec.search.resources.gpu == 0.5 and spec.constraints.max_params == 50_000_000
+    lines = problems(path, ["space.hidden=[310]", "search.sampler=random"])
+    assert f"{path}: space.hidden[0]: 310 is not divisible by num_attention_heads=12 (from --set space.hidden=[310])" in lines
+    assert any(line.startswith(f"{path}: search.sampler: ") and "--set search.sampler=random" in line for line in lines)
+
+
+def test_apply_overrides_problems():
+    raw = {"space": {"layers": [6]}, "language": "mt"}
+    found, data, origins = apply_overrides(raw, ["space.layers", "language.code=x", "a.b.c=1", "x=[1", "=3"])
+    assert found[0] == "--set space.layers: expected dotted.key=value, e.g. space.hidden=[312,456]"
+    assert found[1] == "--set language.code=x: language is not a mapping"
+    assert found[2].startswith("--set x=[1: the value is not valid YAML")
+    assert found[3].startswith("--set =3: expected dotted.key=value")
+    assert data["a"] == {"b": {"c": 1}} and origins == {"a.b.c": "a.b.c=1"}
+    assert raw == {"space": {"layers": [6]}, "language": "mt"}  # the input is not changed
+
+
+# ---------------------------------------------------------------------------- errors
+def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
+    data = minimal(space={"layers": [6, 13, 6], "ffn": [4096], "hidden": [310, 456], "vocab": [300000, "full"]},
+                   search={"sampler": "grid", "num_samples": 0},
+                   objectives=[{"metric": "ner", "direction": "max"}, {"metric": "speed", "direction": "min"}])
+    data["teacher"]["adapt"] = {"stepz": 3}
+    path = write_spec(tmp_path, data)
+    lines = problems(path)
+    assert all(line.startswith(f"{path}: ") and "\n" not in line for line in lines)
+    text = "\n".join(lines)
+    assert f"{path}: teacher.adapt.stepz: unknown key; expected one of: enabled, steps, lr" in text
+    assert f"{path}: search.sampler: Input should be 'nsga2' or 'tpe' (got 'grid')" in text
+    assert f"{path}: search.num_samples: " in text
+    # the schema failed, yet the space is still checked against the teacher
+    assert f"{path}: space.layers[2]: 6 appears twice" in text
+    assert f"{path}: space.layers[1]: 13 is larger than the teacher's num_hidden_layers=12" in text
+    assert f"{path}: space.ffn[0]: 4096 is larger than the teacher's intermediate_size=3072" in text
+    assert f"{path}: space.hidden[0]: 310 is not divisible by num_attention_heads=12" in text
+    assert f"{path}: space.vocab[0]: 300000 is larger than the teacher's vocab_size=250002" in text
+
+
+def test_semantic_problems_after_a_valid_schema(tmp_path):
+    data = minimal(objectives=[{"metric": "ner"}, {"metric": "speed"}, {"metric": "params"}, {"metric": "params"}],
+                   stages={"order": ["distill", "prune", "prune"]}, space={"init": []})
+    data["data"]["tasks"] = {}
+    path = write_spec(tmp_path, data)
+    text = "\n".join(problems(path))
+    assert "objectives[0].metric: task 'ner' is not in data.tasks (none given)" in text
+    assert "objectives[1].metric: unknown metric 'speed'; expected one of quality, params, latency_ms, disk_mb" in text
+    assert "objectives[3].metric: 'params' appears twice" in text
+    assert "stages.order: must name each of distill, prune, truncate, trim_vocab exactly once" in text
+    assert "space.init: needs at least one choice" in text
+
+
+def test_quality_needs_a_task(tmp_path):
+    data = minimal(constraints={"min_quality": 0.5})
+    data["data"]["tasks"] = {}
+    text = "\n".join(problems(write_spec(tmp_path, data)))
+    assert "objectives[0].metric: quality is the mean task score and needs at least one task in data.tasks" in text
+    assert "constraints.min_quality: needs at least one task in data.tasks" in text
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"space": {"ffn": []}}, "space.ffn: needs at least one choice"),
+        ({"space": {"vocab": [40000, "big"]}}, "space.vocab[1]: expected a positive integer or 'full', got 'big'"),
+        ({"space": {"layers": ["six"]}}, "space.layers[0]: Input should be a valid integer (got 'six')"),
+        ({"space": {"hidden": [0]}}, "space.hidden[0]: Input should be greater than 0 (got 0)"),
+        ({"space": {"init": ["middle"]}}, "space.init[0]: Input should be 'stride', 'last_k'"),
+        ({"spaces": {}}, "spaces: unknown key; expected one of: teacher, language, data, stages"),
+        ({"data": {"corpus": {"source": "x"}}}, "data.heldout: required field missing"),
+        ({"data": {"corpus": {"source": "x"}, "heldout": {"source": "y"}, "tasks": {"qa": {"source": "z"}}}},
+         "data.tasks.qa: Input should be 'sentiment', 'topic', 'ner' or 'pos' (got 'qa')"),
+        ({"distill": {"kd_loss": "l1"}}, "distill.kd_loss: Input should be 'mse' or 'kl' (got 'l1')"),
+        ({"evaluation": {"pos": {"epochs": "many"}}}, "evaluation.pos.epochs: Input should be a valid integer"),
+        ({"search": {"resources": {"gpu": -1}}}, "search.resources.gpu: Input should be greater than or equal to 0"),
+        ({"ray": "auto"}, "ray: Input should be a valid dictionary or instance of RaySettings (got 'auto')"),
+        ({"constraints": {"max_params": -5}}, "constraints.max_params: Input should be greater than 0"),
+    ],
+)
+def test_one_line_per_bad_field(tmp_path, section, expected):
+    path = write_spec(tmp_path, minimal(**section))
+    lines = problems(path)
+    assert any(line.startswith(f"{path}: {expected}") for line in lines), lines
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("language: mt\nteacher:\n  model: [x\n  adapt: {}\n")
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:4:8: ") or line.startswith(f"{path}:4:"), line
+
+
+def test_missing_file_and_wrong_top_level(tmp_path):
+    assert problems(tmp_path / "none.yaml") == [f"{tmp_path / 'none.yaml'}: no such file"]
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    assert problems(path) == [f"{path}: a spec is a mapping of sections (teacher, language, data, ...), got list"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert any("teacher: required field missing" in line for line in problems(empty))
