@@ -1,0 +1,137 @@
+"""Stage 0: continued masked-LM training of a teacher on target-language text, or a teacher from scratch.
+
+`pretrain_from_scratch` builds a model from a config (a directory with ``config.json`` and maybe a
+tokenizer, or a ``config.json`` path) and trains it with the same loop, so a teacher can be made
+offline. The loop is `pipeline.distill.train_loop` with the plain MLM loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+from pipeline import modeling
+from pipeline.config import AdaptConfig
+from pipeline.distill import add_training_arguments, default_device, read_training_text, train_loop
+from pipeline.errors import UsageError
+from pipeline.losses import mlm_loss
+from pipeline.sizes import family_of
+
+__all__ = ["adapt", "pretrain_from_scratch", "add_arguments", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def _mlm(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = mlm_loss(logits, batch["labels"])
+    return loss, {"mlm": float(loss.detach())}
+
+
+def adapt(model, tokenizer, texts: list[str], heldout: list[str], cfg: AdaptConfig, *, device=None):
+    """Continue MLM training of ``model`` on ``texts``; the best held-out checkpoint is kept.
+
+    Args:
+        model: a BERT or XLM-R ``...ForMaskedLM``, trained in place.
+        tokenizer: its tokenizer, returned unchanged.
+        texts: target-language training text.
+        heldout: text for model selection.
+        cfg: an `AdaptConfig`.
+        device: where training runs (default: the model's device); the model goes back afterwards.
+
+    Returns:
+        ``(model, tokenizer, metrics)``; metrics hold ``params, steps, loss_start, loss_end, heldout_loss``.
+
+    Raises:
+        FloatingPointError: when the loss becomes NaN or infinite.
+    """
+    metrics = train_loop(
+        model, tokenizer, texts, heldout, _mlm,
+        steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
+        mlm_probability=cfg.mlm_probability, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        eval_every=cfg.eval_every, seed=cfg.seed, bf16=cfg.bf16, device=device, desc="adapt",
+    )
+    return model, tokenizer, metrics
+
+
+def pretrain_from_scratch(
+    config_or_dir: str | Path, tokenizer, texts: list[str], heldout: list[str], cfg: AdaptConfig, *, device=None
+):
+    """Build a randomly initialised model from a config and train it with `adapt`.
+
+    Args:
+        config_or_dir: a directory with ``config.json`` (and possibly a tokenizer) or a ``config.json`` path.
+        tokenizer: the tokenizer to use; ``None`` loads the one in ``config_or_dir``.
+        texts: training text.
+        heldout: text for model selection.
+        cfg: an `AdaptConfig` (``seed`` also seeds the initialisation).
+
+    Returns:
+        ``(model, tokenizer, metrics)``; the config's vocabulary size and special ids follow the tokenizer.
+
+    Raises:
+        UsageError: for a missing or unsupported config, or no tokenizer.
+    """
+    path = Path(config_or_dir)
+    config_file = path / "config.json" if path.is_dir() else path
+    if not config_file.is_file():
+        raise UsageError(f"{config_or_dir}: no config.json found")
+    try:
+        values = json.loads(config_file.read_text(encoding="utf-8"))
+        family_of(values)
+    except (json.JSONDecodeError, ValueError) as error:
+        raise UsageError(f"{config_file}: {str(error).splitlines()[0]}") from None
+    if tokenizer is None:
+        if not path.is_dir():
+            raise UsageError(f"{config_or_dir}: a config.json path needs --tokenizer")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError):
+            raise UsageError(f"{config_or_dir}: no tokenizer in the directory; give --tokenizer") from None
+    values.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise UsageError(
+            f"{config_file}: hidden_size {values['hidden_size']} is not divisible by "
+            f"num_attention_heads={values['num_attention_heads']}"
+        )
+    model_type = values.pop("model_type")
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in values.items() if k != "architectures"})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForMaskedLM.from_config(config)
+    log.info("from scratch: %s, %d parameters", model_type, model.num_parameters())
+    return adapt(model, tokenizer, texts, heldout, cfg, device=device)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model directory or hub id to adapt")
+    parser.add_argument("--from-scratch", default=None, metavar="CONFIG_OR_DIR",
+                        help="build a new model from a config.json or a directory with one")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory for --from-scratch")
+    add_training_arguments(parser, AdaptConfig)
+    parser.add_argument("--warmup-steps", type=int, default=AdaptConfig.warmup_steps)
+
+
+def main(args: argparse.Namespace) -> int:
+    if (args.model is None) == (args.from_scratch is None):
+        raise UsageError("give either --model (adapt it) or --from-scratch CONFIG_OR_DIR")
+    cfg = AdaptConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                      eval_every=args.eval_every, seed=args.seed, warmup_steps=args.warmup_steps)
+    texts, heldout = read_training_text(args)
+    device = default_device(args.device)
+    if args.from_scratch:
+        tokenizer = modeling.load_tokenizer(args.tokenizer) if args.tokenizer else None
+        model, tokenizer, metrics = pretrain_from_scratch(
+            args.from_scratch, tokenizer, texts, heldout, cfg, device=device
+        )
+    else:
+        model, tokenizer = modeling.load(args.model)
+        model, tokenizer, metrics = adapt(model, tokenizer, texts, heldout, cfg, device=device)
+    modeling.save(model, tokenizer, args.out)
+    modeling.write_metrics(args.out, metrics)
+    return 0

@@ -1,0 +1,139 @@
+"""Unlabelled text from a `CorpusSource`: files, folders or hub datasets, as a list of lines.
+
+Formats: ``text`` (one sentence or document a line), ``parseme`` (PARSEME-TSV: one token a line,
+joined by a space unless column 3 is ``nsp``), ``jsonl``, ``csv``/``tsv`` (header row, ``text_column``)
+and ``hf`` (``hf:org/name[:config]``). ``auto`` picks by prefix and file suffix. A folder means
+every ``*.txt`` in it, or, when it holds none, every file with a known suffix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+from pipeline.config import CorpusSource
+from pipeline.errors import UsageError
+
+__all__ = ["read_corpus", "read_parseme", "split_heldout"]
+
+log = logging.getLogger(__name__)
+
+_SUFFIXES = {
+    ".txt": "text", ".parsemetsv": "parseme", ".cupt": "parseme", ".jsonl": "jsonl", ".json": "jsonl",
+    ".csv": "csv", ".tsv": "tsv",
+}
+
+
+def read_corpus(source: CorpusSource | str) -> list[str]:
+    """Non-empty, stripped lines of ``source`` (at most ``source.max_lines``).
+
+    Raises:
+        UsageError: when the source is missing, unreadable or holds no text.
+    """
+    if isinstance(source, str):
+        source = CorpusSource(source=source)
+    if source.format == "hf" or source.source.startswith("hf:"):
+        lines = _read_hf(source)
+    else:
+        path = Path(source.source).expanduser()
+        if not path.exists():
+            raise UsageError(f"{source.source}: corpus not found")
+        files = _folder_files(path) if path.is_dir() else [path]
+        lines = []
+        for file in files:
+            lines += _read_file(file, source)
+            if source.max_lines is not None and len(lines) >= source.max_lines:
+                break
+    lines = [line.strip() for line in lines if line and line.strip()]
+    if source.max_lines is not None:
+        lines = lines[: source.max_lines]
+    if not lines:
+        raise UsageError(f"{source.source}: corpus is empty")
+    log.debug("read %d lines from %s", len(lines), source.source)
+    return lines
+
+
+def split_heldout(texts: list[str], fraction: float = 0.05, max_lines: int = 1000) -> tuple[list[str], list[str]]:
+    """Split ``texts`` into (train, heldout): the last ``fraction`` of lines (1 to ``max_lines``) is held out.
+
+    A one-line corpus is used for both.
+    """
+    if len(texts) < 2:
+        return list(texts), list(texts)
+    count = min(max_lines, max(1, int(len(texts) * fraction)))
+    return texts[:-count], texts[-count:]
+
+
+def read_parseme(path: Path) -> list[str]:
+    """Sentences of a PARSEME-TSV file: tokens joined by a space unless column 3 says ``nsp``."""
+    sentences, words = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if words:
+                sentences.append("".join(words).strip())
+                words = []
+            continue
+        if line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2:
+            raise UsageError(f"{path}: not PARSEME-TSV (line {line[:40]!r} has no token column)")
+        words.append(cols[1] + ("" if len(cols) > 2 and cols[2] == "nsp" else " "))
+    if words:
+        sentences.append("".join(words).strip())
+    return sentences
+
+
+def _folder_files(path: Path) -> list[Path]:
+    files = sorted(path.glob("*.txt")) or sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
+    if not files:
+        raise UsageError(f"{path}: folder holds no *.txt (or other corpus) files")
+    return files
+
+
+def _read_file(path: Path, source: CorpusSource) -> list[str]:
+    fmt = source.format if source.format != "auto" else _SUFFIXES.get(path.suffix, "text")
+    try:
+        if fmt == "text":
+            return path.read_text(encoding="utf-8").splitlines()
+        if fmt == "parseme":
+            return read_parseme(path)
+        if fmt == "jsonl":
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return [_json_text(line, path, source.text_column) for line in lines if line.strip()]
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
+            if rows.fieldnames is None or source.text_column not in rows.fieldnames:
+                raise UsageError(f"{path}: no column {source.text_column!r} (columns: {rows.fieldnames})")
+            return [row[source.text_column] or "" for row in rows]
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
+def _json_text(line: str, path: Path, column: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path}: invalid JSON line ({error.msg})") from None
+    if not isinstance(record, dict) or column not in record:
+        raise UsageError(f"{path}: JSON line without key {column!r}")
+    return str(record[column])
+
+
+def _read_hf(source: CorpusSource) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise UsageError(f"{source.source}: hub datasets need the `datasets` package") from None
+    name = source.source.removeprefix("hf:")
+    path, _, config = name.partition(":")
+    split = source.split if source.max_lines is None else f"{source.split}[:{source.max_lines}]"
+    try:
+        data = datasets.load_dataset(path, config or None, split=split)
+    except Exception as error:  # datasets raises many types for a missing or offline dataset
+        raise UsageError(f"{source.source}: cannot load dataset ({str(error).splitlines()[0]})") from None
+    if source.text_column not in data.column_names:
+        raise UsageError(f"{source.source}: no column {source.text_column!r} (columns: {data.column_names})")
+    return [str(text) for text in data[source.text_column]]

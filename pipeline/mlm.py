@@ -1,0 +1,103 @@
+"""Masked-LM batches: tokenise once, pad per batch, mask 15% of tokens (80% mask, 10% random, 10% kept).
+
+Special tokens (``<s>``, ``</s>``, ``[CLS]``, padding ...) are never masked. Every batch has at least one
+masked position, so the MLM loss is always defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+__all__ = ["encode", "collate", "mask_tokens", "mlm_batches", "max_sequence_length"]
+
+
+def max_sequence_length(config) -> int:
+    """The longest input the model's position table allows (XLM-R positions start after ``pad_token_id``)."""
+    positions = int(config.max_position_embeddings)
+    if config.model_type in ("xlm-roberta", "roberta", "camembert"):
+        pad = config.pad_token_id if config.pad_token_id is not None else 1
+        return positions - int(pad) - 1
+    return positions
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of every text with special tokens, truncated to ``max_length``; empty texts are dropped."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    return [row for row in ids if len(row) > 2]
+
+
+def collate(rows: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids`` and ``attention_mask``, both ``[batch, max_len]``."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_ids: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    probability: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of ``input_ids`` ``[batch, seq]``.
+
+    Args:
+        input_ids: ``[batch, seq]`` token ids (not modified).
+        special_ids: 1-D ids that are never masked (padding included).
+        mask_token_id: id of the mask token.
+        vocab_size: random replacements are drawn from ``[0, vocab_size)``.
+        probability: share of maskable positions chosen.
+        generator: the random source (seeded by the caller).
+
+    Returns:
+        ``(masked_ids, labels)``, both ``[batch, seq]``; labels are -100 where nothing is predicted.
+    """
+    maskable = ~torch.isin(input_ids, special_ids)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & maskable
+    if not chosen.any() and maskable.any():
+        # one masked position at least, so the loss of a short batch is never NaN
+        candidates = maskable.flatten().nonzero().squeeze(1)
+        pick = candidates[torch.randint(len(candidates), (1,), generator=generator)]
+        chosen.view(-1)[pick] = True
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(input_ids.shape, generator=generator)
+    masked = input_ids.clone()
+    masked[chosen & (roll < 0.8)] = mask_token_id
+    random_positions = chosen & (roll >= 0.8) & (roll < 0.9)
+    masked[random_positions] = torch.randint(vocab_size, input_ids.shape, generator=generator)[random_positions]
+    return masked, labels
+
+
+def mlm_batches(
+    tokenizer,
+    rows: list[list[int]],
+    batch_size: int,
+    probability: float,
+    generator: torch.Generator,
+    *,
+    vocab_size: int | None = None,
+    shuffle: bool = True,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """One pass over ``rows`` (from `encode`) as masked batches.
+
+    Yields:
+        dicts with ``input_ids``, ``attention_mask`` and ``labels``, each ``[batch, max_len]``.
+    """
+    order = torch.randperm(len(rows), generator=generator).tolist() if shuffle else range(len(rows))
+    order = list(order)
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    vocab_size = vocab_size or len(tokenizer)
+    for start in range(0, len(order), batch_size):
+        batch = collate([rows[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], special_ids, tokenizer.mask_token_id, vocab_size, probability, generator
+        )
+        yield batch

@@ -1,0 +1,149 @@
+"""Stage 2: structured FFN pruning by first-order Taylor importance, heads re-ordered by importance.
+
+One MLM forward/backward pass over held-out text accumulates, per layer ``l`` and FFN neuron ``i``,
+``I[l, i] = sum over batches |sum_j dL/dW1[i, j] * W1[i, j] + dL/db1[i] * b1[i]|``, and per head the
+``|dL/d gate|`` of a multiplicative gate of ones on that head's context (what ``head_mask`` gave in
+transformers 4). The top ``F`` neurons of every layer are kept in descending importance, so one
+``intermediate_size`` describes the model; heads are permuted, most important first, which changes
+no output but makes the following hidden-size truncation keep the most useful dimensions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from pipeline import modeling
+from pipeline.config import PruneConfig
+from pipeline.corpus import read_corpus
+from pipeline.errors import UsageError
+from pipeline.losses import mlm_loss
+from pipeline.mlm import encode, max_sequence_length, mlm_batches
+
+__all__ = ["prune_ffn", "importance", "add_arguments", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def importance(model, tokenizer, texts: list[str], cfg: PruneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Taylor importance of FFN neurons and heads from one MLM pass over ``texts``.
+
+    Returns:
+        ``(ffn, heads)``: ``[num_layers, intermediate_size]`` and ``[num_layers, num_heads]``.
+    """
+    config = model.config
+    stack = modeling.layers(model)
+    heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    device = next(model.parameters()).device
+    gates = torch.ones(len(stack), heads, device=device, requires_grad=True)
+    hooks = []
+    for index, layer in enumerate(stack):
+        def gate_context(module, inputs, index=index):
+            (context,) = inputs  # [batch, seq, hidden] = heads concatenated
+            shape = context.shape
+            gated = context.view(*shape[:-1], heads, head_dim) * gates[index].to(context.dtype)[:, None]
+            return (gated.view(shape),)
+
+        hooks.append(layer.attention.output.dense.register_forward_pre_hook(gate_context))
+    ffn = torch.zeros(len(stack), config.intermediate_size)
+    head_scores = torch.zeros(len(stack), heads)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    rows = encode(tokenizer, texts, min(cfg.max_length, max_sequence_length(config)))
+    if not rows:
+        raise UsageError("pruning needs held-out text: the corpus is empty after tokenisation")
+    was_training = model.training
+    model.eval()  # no dropout: the pass measures the model, it does not train it
+    try:
+        for step, batch in enumerate(mlm_batches(tokenizer, rows, cfg.batch_size, 0.15, generator, shuffle=False)):
+            if cfg.max_batches is not None and step >= cfg.max_batches:
+                break
+            batch = {key: value.to(device) for key, value in batch.items()}
+            labels = batch.pop("labels")
+            model.zero_grad(set_to_none=True)
+            gates.grad = None
+            mlm_loss(model(**batch).logits, labels).backward()
+            for index, layer in enumerate(stack):
+                dense = layer.intermediate.dense
+                score = (dense.weight.grad * dense.weight).sum(dim=1) + dense.bias.grad * dense.bias
+                ffn[index] += score.detach().abs().float().cpu()
+            head_scores += gates.grad.detach().abs().float().cpu()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return ffn, head_scores
+
+
+def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: PruneConfig, *, device=None):
+    """Keep the ``intermediate_size`` most important FFN neurons of every layer.
+
+    Args:
+        model: a BERT or XLM-R ``...ForMaskedLM`` (left unchanged).
+        tokenizer: its tokenizer, returned unchanged.
+        intermediate_size: ``F``, at most the model's current FFN width.
+        texts: held-out text for the importance pass.
+        cfg: a `PruneConfig`.
+        device: where the importance pass runs (default: where the model is).
+
+    Returns:
+        ``(model, tokenizer, metrics)``: a new model with ``config.intermediate_size == F`` on the
+        original model's device; metrics hold ``params`` and ``batches``.
+
+    Raises:
+        UsageError: when ``F`` is larger than the current width or below 1.
+    """
+    width = model.config.intermediate_size
+    if not 1 <= intermediate_size <= width:
+        raise UsageError(f"FFN size {intermediate_size} must be between 1 and the model's {width}")
+    home = next(model.parameters()).device
+    model.to(device or home)
+    ffn, heads = importance(model, tokenizer, texts, cfg)
+    model.to(home)
+    keep = ffn.argsort(dim=1, descending=True)[:, :intermediate_size]  # [layers, F]
+    head_order = heads.argsort(dim=1, descending=True) if cfg.reorder_heads else None
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    prefix = {id(layer): None for layer in modeling.layers(model)}
+    for name, module in model.named_modules():
+        if id(module) in prefix:
+            prefix[id(module)] = name
+    for index, layer in enumerate(modeling.layers(model)):
+        p = prefix[id(layer)]
+        rows = keep[index].to(home)
+        for key in ("weight", "bias"):
+            state[f"{p}.intermediate.dense.{key}"] = state[f"{p}.intermediate.dense.{key}"][rows]
+        state[f"{p}.output.dense.weight"] = state[f"{p}.output.dense.weight"][:, rows]
+        if head_order is not None:
+            dims = (head_order[index][:, None] * head_dim + torch.arange(head_dim)).flatten().to(home)
+            for proj in ("query", "key", "value"):
+                for key in ("weight", "bias"):
+                    name = f"{p}.attention.self.{proj}.{key}"
+                    state[name] = state[name][dims]
+            name = f"{p}.attention.output.dense.weight"
+            state[name] = state[name][:, dims]
+    new = modeling.rebuild(model, state, intermediate_size=intermediate_size)
+    log.info("pruned FFN %d -> %d in %d layers", width, intermediate_size, len(keep))
+    return new, tokenizer, {"params": new.num_parameters(), "intermediate_size": intermediate_size}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--ffn", type=int, required=True, help="FFN neurons to keep per layer")
+    parser.add_argument("--corpus", required=True, help="held-out text for the importance pass")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--batch-size", type=int, default=PruneConfig.batch_size)
+    parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--device", default=None)
+
+
+def main(args: argparse.Namespace) -> int:
+    texts = read_corpus(args.corpus)
+    model, tokenizer = modeling.load(args.model)
+    cfg = PruneConfig(batch_size=args.batch_size, max_batches=args.max_batches)
+    model, tokenizer, metrics = prune_ffn(model, tokenizer, args.ffn, texts, cfg, device=args.device)
+    modeling.save(model, tokenizer, args.out)
+    modeling.write_metrics(args.out, metrics)
+    return 0

@@ -1,0 +1,53 @@
+"""FFN pruning: exact at the current width, importance-ordered and loadable when narrower."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline import modeling
+from pipeline.__main__ import main as cli
+from pipeline.config import PruneConfig
+from pipeline.errors import UsageError
+from pipeline.prune import importance, prune_ffn
+from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CFG = PruneConfig(batch_size=8, max_length=32, max_batches=4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
+def test_prune_to_current_width_changes_no_output(fixture, request, maltese_sentences):
+    model, tokenizer = modeling.load(request.getfixturevalue(fixture))
+    new, _, metrics = prune_ffn(model, tokenizer, model.config.intermediate_size, maltese_sentences[:32], CFG)
+    model.eval(), new.eval()
+    batch = tokenizer(maltese_sentences[100:104], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    torch.testing.assert_close(model(**batch).logits, new(**batch).logits, rtol=1e-5, atol=1e-5)
+    assert metrics["params"] == model.num_parameters()
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
+def test_prune_keeps_most_important_neurons(fixture, request, maltese_sentences, tmp_path):
+    model, tokenizer = modeling.load(request.getfixturevalue(fixture))
+    ffn, heads = importance(model, tokenizer, maltese_sentences[:32], CFG)
+    assert ffn.shape == (4, 37) and heads.shape == (4, 4) and (ffn > 0).all()
+    new, tokenizer, _ = prune_ffn(model, tokenizer, 20, maltese_sentences[:32], CFG)
+    top = ffn[0].argsort(descending=True)[:20]
+    old_b1 = modeling.layers(model)[0].intermediate.dense.bias
+    torch.testing.assert_close(modeling.layers(new)[0].intermediate.dense.bias, old_b1[top])
+    modeling.save(new, tokenizer, tmp_path / "out")
+    assert assert_hf_dir(tmp_path / "out").config.intermediate_size == 20
+
+
+def test_prune_rejects_wider_ffn(tiny_bert, maltese_sentences):
+    model, tokenizer = modeling.load(tiny_bert)
+    with pytest.raises(UsageError, match="between 1 and the model's 37"):
+        prune_ffn(model, tokenizer, 64, maltese_sentences[:8], CFG)
+
+
+def test_prune_cli(tiny_bert, shared_data, tmp_path):
+    flores = shared_data / "mt" / "raw-extra" / "flores" / "dev.mlt_Latn"
+    args = ["prune", "--model", str(tiny_bert), "--ffn", "16", "--corpus", str(flores), "--out", str(tmp_path / "o")]
+    assert cli(args + ["--max-batches", "2"]) == 0
+    assert_hf_dir(tmp_path / "o")

@@ -1,0 +1,148 @@
+"""The trial recipe: stage order, identity skips, cached prefixes, trim-first teachers, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.__main__ import main as cli
+from pipeline.config import AdaptConfig, Candidate, CorpusSource, DistillConfig, PruneConfig, TruncateConfig
+from pipeline.errors import UsageError
+from pipeline.trial import TrialPlan, plan_from_dict, prepare_teacher, run_trial
+from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = DistillConfig(steps=3, batch_size=8, max_length=32, eval_every=10, bf16=False)
+
+
+@pytest.fixture()
+def plan_for(tiny_xlmr, shared_data, tmp_path):
+    raw = shared_data / "mt" / "raw" / "test.parsemetsv"
+
+    def make(candidate: Candidate, order=("distill", "prune", "truncate", "trim_vocab"), teacher=tiny_xlmr) -> TrialPlan:
+        return TrialPlan(
+            teacher=str(teacher), candidate=candidate, order=order,
+            corpus=CorpusSource(source=str(raw), max_lines=300),
+            heldout=CorpusSource(source=str(shared_data / "mt" / "raw-extra" / "flores" / "dev.mlt_Latn"), max_lines=40),
+            distill=FAST, prune=PruneConfig(batch_size=8, max_length=32, max_batches=2),
+            truncate=TruncateConfig(distill=FAST), tasks={}, cache_dir=str(tmp_path / "cache"),
+        )
+
+    return make
+
+
+def test_paper_order_and_reuse(plan_for):
+    messages = []
+    plan = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16, vocab_size=150))
+    result = run_trial(plan, progress=messages.append)
+    assert result["config"] == {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 20, "vocab_size": 150}
+    assert list(result["stage_keys"]) == ["distill", "prune", "truncate", "trim_vocab"]
+    assert result["stages"]["distill"]["steps"] == 3 and result["stages"]["truncate"]["steps"] == 3
+    assert result["cached"] == [] and result["scores"] == {} and "quality" not in result
+    assert set(result["timings"]) == {"distill", "prune", "truncate", "trim_vocab", "evaluate"}
+    assert result["params"] == assert_hf_dir(result["model_dir"]).num_parameters()
+    assert result["disk_mb"] > 0
+    json.dumps(result)
+    # a sibling candidate shares the distilled and pruned prefix
+    sibling = run_trial(plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=8, vocab_size=150)))
+    assert sibling["cached"] == ["distill", "prune"]
+    assert sibling["stage_keys"]["prune"] == result["stage_keys"]["prune"]
+    assert sibling["stage_keys"]["truncate"] != result["stage_keys"]["truncate"]
+    assert run_trial(plan)["cached"] == ["distill", "prune", "truncate", "trim_vocab"]
+
+
+def test_trim_first_distils_from_trimmed_teacher(plan_for):
+    plan = plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=32, vocab_size=120),
+                    order=("trim_vocab", "distill", "prune", "truncate"))
+    messages = []
+    result = run_trial(plan, progress=messages.append)
+    assert list(result["stage_keys"]) == ["trim_vocab", "distill"]  # prune and truncate are identities
+    assert any("prune: identity" in message for message in messages)
+    model = assert_hf_dir(result["model_dir"])
+    assert model.config.vocab_size == 120 and model.config.num_hidden_layers == 2
+
+
+def test_identity_candidate_returns_teacher(plan_for, tiny_xlmr):
+    result = run_trial(plan_for(Candidate(num_hidden_layers=4, intermediate_size=37, hidden_size=32)))
+    assert result["model_dir"] == str(tiny_xlmr) and result["stage_keys"] == {}
+
+
+def test_impossible_candidates(plan_for):
+    with pytest.raises(UsageError, match="layers 6 must be between 1 and the teacher's 4"):
+        run_trial(plan_for(Candidate(num_hidden_layers=6, intermediate_size=37, hidden_size=32)))
+    with pytest.raises(UsageError, match="not divisible by num_attention_heads=4"):
+        run_trial(plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=18)))
+    with pytest.raises(UsageError, match="permutation"):
+        run_trial(plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=32), order=("distill",)))
+
+
+def test_prepare_teacher_caches(tiny_bert, shared_data, tmp_path):
+    corpus = CorpusSource(source=str(shared_data / "mt" / "raw" / "test.parsemetsv"), max_lines=100)
+    heldout = CorpusSource(source=str(shared_data / "mt" / "raw-extra" / "flores" / "dev.mlt_Latn"), max_lines=16)
+    cfg = AdaptConfig(steps=2, batch_size=8, max_length=32, bf16=False)
+    first = prepare_teacher(str(tiny_bert), cfg, corpus, heldout, str(tmp_path))
+    assert prepare_teacher(str(tiny_bert), cfg, corpus, heldout, str(tmp_path)) == first
+    assert json.loads((Path(first) / "metrics.json").read_text())["steps"] == 2
+    assert prepare_teacher(str(tiny_bert), AdaptConfig(enabled=False), corpus, heldout, str(tmp_path)) == str(tiny_bert)
+
+
+def test_trial_cli_with_json_plan(tiny_bert, shared_data, tmp_path):
+    plan = {
+        "teacher": str(tiny_bert),
+        "candidate": {"num_hidden_layers": 2, "intermediate_size": 30, "hidden_size": 32, "init": "last_k"},
+        "order": ["distill", "prune", "truncate", "trim_vocab"],
+        "corpus": {"source": str(shared_data / "mt" / "raw" / "test.parsemetsv"), "max_lines": 100},
+        "heldout": str(shared_data / "mt" / "raw-extra" / "flores" / "dev.mlt_Latn"),
+        "distill": {"steps": 2, "batch_size": 8, "max_length": 32},
+        "prune": {"max_batches": 1, "max_length": 32},
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert cli(["trial", str(tmp_path / "plan.json"), "--out", str(tmp_path / "result.json")]) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["config"]["intermediate_size"] == 30 and result["stages"]["distill"]["teacher_layers"] == [2, 3]
+    (tmp_path / "bad.json").write_text(json.dumps({**plan, "distill": {"stepz": 2}}))
+    assert cli(["trial", str(tmp_path / "bad.json")]) == 2
+    with pytest.raises(UsageError, match=r"plan.distill: unknown key 'stepz'"):
+        plan_from_dict({**plan, "distill": {"stepz": 2}})
+
+
+def test_trial_with_a_task_and_teacher_reference(plan_for, shared_data, tmp_path):
+    import dataclasses
+
+    from pipeline.config import EvalConfig, TaskSource
+    from pipeline.trial import teacher_reference
+
+    base = EvalConfig(seeds=(1,))
+    evaluation = dataclasses.replace(
+        base, sentiment=dataclasses.replace(base.sentiment, epochs=1, max_train_examples=32, max_eval_examples=16)
+    )
+    tasks = {"sentiment": TaskSource(source=str(shared_data / "mt" / "sentiment"))}
+    plan = dataclasses.replace(
+        plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=32)), tasks=tasks, evaluation=evaluation,
+        measure_latency=True,
+    )
+    result = run_trial(plan)
+    assert set(result["scores"]) == {"sentiment"} and result["quality"] == result["scores"]["sentiment"]
+    assert result["tasks"]["sentiment"]["sizes"]["train"] == 32 and result["latency_ms"] > 0
+    reference = teacher_reference(plan.teacher, tasks, evaluation, plan.cache_dir)
+    assert reference["params"] > result["params"] and "quality" in reference
+    assert teacher_reference(plan.teacher, tasks, evaluation, plan.cache_dir)["scores"] == reference["scores"]
+
+
+@pytest.mark.parametrize(
+    "order, second_teacher",
+    [(("truncate", "trim_vocab", "prune", "distill"), "pruned"), (("prune", "trim_vocab", "truncate", "distill"), "original")],
+)
+def test_other_orders_reach_the_same_shape(order, second_teacher, plan_for):
+    import dataclasses
+
+    plan = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16, vocab_size=150), order=order)
+    plan = dataclasses.replace(plan, truncate=dataclasses.replace(plan.truncate, teacher=second_teacher))
+    result = run_trial(plan)
+    assert list(result["stage_keys"]) == list(order)
+    assert result["config"] == {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 20, "vocab_size": 150}
+    assert_hf_dir(result["model_dir"])

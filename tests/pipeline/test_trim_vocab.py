@@ -1,0 +1,78 @@
+"""Vocabulary trimming: exact logits for covered text, coherent special ids, both tokenizer kinds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from pipeline import modeling
+from pipeline.__main__ import main as cli
+from pipeline.config import TrimVocabConfig
+from pipeline.errors import UsageError
+from pipeline.trim_vocab import trim_vocab
+from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
+@pytest.mark.parametrize("counting", ["frequency", "document"])
+def test_kept_token_logits_unchanged(fixture, counting, request, maltese_sentences, tmp_path):
+    model, tokenizer = modeling.load(request.getfixturevalue(fixture))
+    model.eval()
+    new, new_tokenizer, metrics = trim_vocab(model, tokenizer, maltese_sentences[:300], 120, TrimVocabConfig(counting=counting))
+    assert metrics["vocab_size"] == len(new_tokenizer) == new.config.vocab_size <= 120
+    assert 0.5 < metrics["coverage"] < 1
+    old_vocab, new_vocab = tokenizer.get_vocab(), new_tokenizer.get_vocab()
+    old_of_new = torch.tensor([old_vocab[token] for token, _ in sorted(new_vocab.items(), key=lambda item: item[1])])
+    # short phrases all of whose pieces were kept
+    phrases = [" ".join(s.split()[:3]) for s in maltese_sentences[:300]]
+    covered = [s for s in phrases if all(i in set(old_of_new.tolist()) for i in tokenizer(s)["input_ids"])]
+    assert len(covered) >= 4
+    old_batch = tokenizer(covered[:4], padding=True, return_tensors="pt")
+    new_batch = new_tokenizer(covered[:4], padding=True, return_tensors="pt")
+    assert torch.equal(old_of_new[new_batch["input_ids"]], old_batch["input_ids"])
+    new.eval()
+    old_logits = model(**old_batch).logits[..., old_of_new]
+    torch.testing.assert_close(new(**new_batch).logits, old_logits, rtol=1e-5, atol=1e-5)
+    for name in ("pad", "unk", "mask", "cls", "sep"):
+        token = getattr(tokenizer, f"{name}_token")
+        assert new_tokenizer.convert_tokens_to_ids(token) == getattr(new_tokenizer, f"{name}_token_id")
+    assert new.config.pad_token_id == new_tokenizer.pad_token_id
+    modeling.save(new, new_tokenizer, tmp_path / "out")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert loaded(covered[0])["input_ids"] == new_tokenizer(covered[0])["input_ids"]
+    assert_hf_dir(tmp_path / "out")
+
+
+def test_uncovered_text_uses_only_kept_pieces(tiny_xlmr, maltese_sentences):
+    model, tokenizer = modeling.load(tiny_xlmr)
+    _, new_tokenizer, _ = trim_vocab(model, tokenizer, maltese_sentences[:50], 60, TrimVocabConfig(min_count=1))
+    ids = new_tokenizer(maltese_sentences[500:520])["input_ids"]
+    assert max(max(row) for row in ids) < len(new_tokenizer)
+
+
+def test_min_count_limits_size(tiny_bert, maltese_sentences):
+    model, tokenizer = modeling.load(tiny_bert)
+    _, _, metrics = trim_vocab(model, tokenizer, maltese_sentences[:3], 290, TrimVocabConfig(min_count=5))
+    assert metrics["vocab_size"] < 100
+
+
+def test_bad_sizes(tiny_bert, maltese_sentences):
+    model, tokenizer = modeling.load(tiny_bert)
+    with pytest.raises(UsageError, match="larger than the model's"):
+        trim_vocab(model, tokenizer, maltese_sentences[:10], 10_000, TrimVocabConfig())
+    with pytest.raises(UsageError, match="no room beside 5 special tokens"):
+        trim_vocab(model, tokenizer, maltese_sentences[:10], 5, TrimVocabConfig())
+
+
+def test_trim_vocab_cli(tiny_xlmr, shared_data, tmp_path):
+    out = tmp_path / "o"
+    args = ["trim-vocab", "--model", str(tiny_xlmr), "--corpus", str(shared_data / "mt" / "raw" / "test.parsemetsv"),
+            "--vocab-size", "150", "--out", str(out), "--min-count", "1"]
+    assert cli(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["vocab_size"] == 150
+    assert assert_hf_dir(out).config.vocab_size == 150
