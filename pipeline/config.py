@@ -138,6 +138,9 @@ class TaskTraining:
     max_length: int = 256
     reduction_factor: int = 16
     select: Literal["last", "best_dev"] = "last"
+    # Caps for quick runs (tests, a low-fidelity search): the first N train / dev and test examples.
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
 
 
 @dataclass(frozen=True)

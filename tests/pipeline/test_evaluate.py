@@ -1,0 +1,102 @@
+"""`evaluate` end to end on every real dataset with tiny models, the command line, and bad data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from pipeline.__main__ import main as cli
+from pipeline.config import EvalConfig, TaskSource, TaskTraining
+from pipeline.evaluate import evaluate_task
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and many times faster when other processes share the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+REAL = {"pos": "mt/pos", "topic": "mt/topic", "sentiment": "mt/sentiment", "ner": "sw/ner"}
+
+
+def quick(task: str, **changes) -> EvalConfig:
+    """One seed, one epoch, the first 48 train and 24 dev/test examples."""
+    base = EvalConfig(seeds=(1,))
+    training = dataclasses.replace(getattr(base, task), epochs=1, max_train_examples=48, max_eval_examples=24)
+    return dataclasses.replace(base, **{task: training}, **changes)
+
+
+@pytest.mark.parametrize("task", sorted(REAL))
+def test_evaluate_real_data(task, shared_data, tiny_xlmr):
+    progress = []
+    result = evaluate_task(str(tiny_xlmr), task, TaskSource(str(shared_data / REAL[task])), quick(task),
+                           progress=progress.append)
+    assert result["task"] == task
+    assert result["sizes"] == {"train": 48, "dev": 24, "test": 24}
+    assert len(result["scores"]) == 1 and 0.0 <= result["mean"] <= 1.0 and result["std"] == 0.0
+    assert result["metric"] == {"pos": "accuracy", "ner": "entity_f1"}.get(task, "macro_f1")
+    assert any("epoch 1/1" in line for line in progress)
+
+
+def test_evaluate_bert_subword_scoring_and_finetune(shared_data, tiny_bert):
+    result = evaluate_task(str(tiny_bert), "pos", TaskSource(str(shared_data / "mt" / "pos")),
+                           quick("pos", scoring="subword", method="finetune"))
+    assert result["metric"] == "chunk_f1" and result["method"] == "finetune"
+
+
+def test_seeds_repeat_and_differ(shared_data, tiny_xlmr):
+    source = TaskSource(str(shared_data / "mt" / "sentiment"))
+    cfg = quick("sentiment", seeds=(1, 2))
+    cfg = dataclasses.replace(cfg, sentiment=dataclasses.replace(cfg.sentiment, epochs=2))
+    first = evaluate_task(str(tiny_xlmr), "sentiment", source, cfg)
+    again = evaluate_task(str(tiny_xlmr), "sentiment", source, cfg)
+    assert first["scores"] == again["scores"] and first["dev_scores"] == again["dev_scores"]
+    assert len(first["scores"]) == 2
+    assert first["std"] == pytest.approx(abs(first["scores"][0] - first["scores"][1]) / 2)
+
+
+def test_best_dev_epoch_is_recorded(shared_data, tiny_xlmr):
+    cfg = EvalConfig(seeds=(3,), ner=TaskTraining(lr=3e-3, epochs=3, batch_size=16, select="best_dev",
+                                                  max_train_examples=32, max_eval_examples=16))
+    result = evaluate_task(str(tiny_xlmr), "ner", TaskSource(str(shared_data / "sw" / "ner")), cfg)
+    assert 1 <= result["epochs"][0] <= 3
+
+
+def test_cli_prints_json_last_and_writes_metrics(shared_data, tiny_xlmr, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli(["evaluate", "--model", str(tiny_xlmr), "--task", "topic", "--data", str(shared_data / "mt" / "topic"),
+                "--epochs", "1", "--seeds", "4", "--max-train-examples", "32", "--max-eval-examples", "16",
+                "--text-column", "text", "--label-column", "category", "--out", str(out)])
+    assert code == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"task", "metric", "mean", "std", "scores", "sizes"} <= set(last)
+    assert last["seeds"] == [4] and last["sizes"]["train"] == 32
+    assert json.loads((out / "metrics.json").read_text()) == last
+    assert [p.name for p in out.iterdir()] == ["metrics.json"]
+
+
+def test_cli_bad_file_one_line_exit_2(tmp_path, tiny_xlmr, capsys):
+    (tmp_path / "train.txt").write_text("a B-PER\nb\n")
+    (tmp_path / "dev.txt").write_text("a B-PER\n")
+    (tmp_path / "test.txt").write_text("a B-PER\n")
+    out = tmp_path / "out"
+    code = cli(["evaluate", "--model", str(tiny_xlmr), "--task", "ner", "--data", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: ") and "train.txt:2" in err[0]
+    assert not out.exists()
+
+
+def test_cli_bad_options(tiny_xlmr, shared_data, capsys):
+    args = ["evaluate", "--model", str(tiny_xlmr), "--task", "pos", "--data", str(shared_data / "mt" / "pos")]
+    assert cli(args + ["--seeds", "1,x"]) == 2
+    assert cli(args + ["--epochs", "0"]) == 2
+    assert cli(["evaluate", "--model", "/nonexistent", "--task", "pos", "--data", "x"]) == 2
+    assert "not a model directory" in capsys.readouterr().err
