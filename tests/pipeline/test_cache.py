@@ -11,9 +11,6 @@ import pytest
 
 from pipeline.cache import cached, is_complete, stage_key
 from pipeline.config import DistillConfig
-from tests.pipeline.test_modeling import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 

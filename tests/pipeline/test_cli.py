@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.__main__ import main as cli
-from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.pipeline.helpers import assert_hf_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

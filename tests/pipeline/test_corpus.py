@@ -7,9 +7,6 @@ import pytest
 from pipeline.config import CorpusSource
 from pipeline.corpus import read_corpus, split_heldout
 from pipeline.errors import UsageError
-from tests.pipeline.test_modeling import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parseme_folder_and_cap(shared_data):

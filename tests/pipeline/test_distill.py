@@ -12,9 +12,7 @@ from pipeline.__main__ import main as cli
 from pipeline.config import DistillConfig
 from pipeline.distill import distill, init_student, layer_indices
 from pipeline.errors import UsageError
-from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.pipeline.helpers import assert_hf_dir
 
 FAST = DistillConfig(steps=30, batch_size=8, max_length=32, lr=1e-3, eval_every=10, bf16=False)
 

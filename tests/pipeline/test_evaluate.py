@@ -12,17 +12,6 @@ from pipeline.config import EvalConfig, TaskSource, TaskTraining
 from pipeline.evaluate import evaluate_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and many times faster when other processes share the cores)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 REAL = {"pos": "mt/pos", "topic": "mt/topic", "sentiment": "mt/sentiment", "ner": "sw/ner"}
 
 

@@ -9,9 +9,6 @@ import torch.nn.functional as F
 
 from pipeline.config import DistillConfig
 from pipeline.losses import distill_loss, kd_kl, kd_mse, mlm_loss
-from tests.pipeline.test_modeling import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mse_masks_padding_and_reference_counts_it():

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 
 import torch
 from transformers import AutoTokenizer
 
 from pipeline.mlm import encode, mask_tokens, max_sequence_length, mlm_batches
-from tests.pipeline.test_modeling import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mask_tokens_statistics():

@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from pipeline import modeling
 from pipeline.errors import UsageError
-from pipeline.sizes import config_parameters
+from tests.pipeline.helpers import assert_hf_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and many times faster when other processes share the cores.
-
-    The other test modules of the pipeline import this fixture (``pytestmark``)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def assert_hf_dir(path: Path) -> torch.nn.Module:
-    """Every stage output: loads with the stock Auto classes, weights tied, size == the dry-run formula."""
-    model = AutoModelForMaskedLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    config = json.loads((Path(path) / "config.json").read_text())
-    assert model.num_parameters() == config_parameters(config)
-    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    assert model.config.vocab_size == len(tokenizer)
-    metrics = Path(path) / "metrics.json"
-    if metrics.exists():
-        assert json.loads(metrics.read_text())["params"] == model.num_parameters()
-    return model
 
 
 @pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])

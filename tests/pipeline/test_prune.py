@@ -10,9 +10,7 @@ from pipeline.__main__ import main as cli
 from pipeline.config import PruneConfig
 from pipeline.errors import UsageError
 from pipeline.prune import importance, prune_ffn
-from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.pipeline.helpers import assert_hf_dir
 
 CFG = PruneConfig(batch_size=8, max_length=32, max_batches=4)
 

@@ -11,9 +11,7 @@ from pipeline.__main__ import main as cli
 from pipeline.config import AdaptConfig, Candidate, CorpusSource, DistillConfig, PruneConfig, TruncateConfig
 from pipeline.errors import UsageError
 from pipeline.trial import TrialPlan, plan_from_dict, prepare_teacher, run_trial
-from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.pipeline.helpers import assert_hf_dir
 
 FAST = DistillConfig(steps=3, batch_size=8, max_length=32, eval_every=10, bf16=False)
 

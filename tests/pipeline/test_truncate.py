@@ -9,9 +9,7 @@ from pipeline import modeling
 from pipeline.__main__ import main as cli
 from pipeline.errors import UsageError
 from pipeline.truncate import truncate_hidden
-from tests.pipeline.test_modeling import assert_hf_dir, one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.pipeline.helpers import assert_hf_dir
 
 
 @pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
