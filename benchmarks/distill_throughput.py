@@ -132,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
     parser.add_argument("--batch-sizes", default="8,32", help="comma-separated batch sizes")
+    parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the shape's, 512)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     shape = SMALL if args.small else Shape()
+    if args.seq_len:
+        shape = dataclasses.replace(shape, seq_len=args.seq_len)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Candidate, CorpusSource, TaskSource
-from pipeline.sizes import config_parameters
+from search.space import student_parameters
 
 try:
     from optuna.samplers import BaseSampler as _BaseSampler
@@ -103,18 +103,9 @@ def candidate_label(candidate: Candidate) -> str:
             f"-V{vocab}-{candidate.init}")
 
 
-def candidate_params(teacher_config: Mapping[str, Any], candidate: Candidate) -> int:
-    """Exact parameter count of the candidate's student, from the teacher's config alone."""
-    sizes = {"num_hidden_layers": candidate.num_hidden_layers, "hidden_size": candidate.hidden_size,
-             "intermediate_size": candidate.intermediate_size}
-    if candidate.vocab_size is not None:
-        sizes["vocab_size"] = candidate.vocab_size
-    return config_parameters(teacher_config, **sizes)
-
-
 def _constraint_values(teacher_config: Mapping[str, Any], max_params: int, trial: Any) -> list[float]:
     try:
-        params = candidate_params(teacher_config, candidate_from_config(trial.params))
+        params = student_parameters(teacher_config, candidate_from_config(trial.params))
     except (KeyError, ValueError, TypeError):
         return [0.0]
     return [float(params - max_params)]
@@ -284,7 +275,7 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
         FloatingPointError: when an objective is NaN or infinite (the trial failed).
         KeyError: when the trial's result lacks an objective.
     """
-    params = candidate_params(context.teacher_config, candidate)
+    params = student_parameters(context.teacher_config, candidate)
     cand = dataclasses.asdict(candidate)
     if context.max_params is not None and params > context.max_params:
         logger.info("%s breaks max_params (%d > %d): not trained", candidate_label(candidate),

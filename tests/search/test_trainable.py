@@ -17,8 +17,9 @@ import pytest
 
 from pipeline.config import STAGES, Candidate, CorpusSource
 from pipeline.sizes import config_parameters
+from search.space import student_parameters
 from search.trainable import (
-    TrialContext, candidate_from_config, candidate_label, candidate_params, constraints_func,
+    TrialContext, candidate_from_config, candidate_label, constraints_func,
     evaluate_candidate, search_space,
 )
 
@@ -153,7 +154,7 @@ def test_report_has_every_objective(tmp_path):
     ctx = context(tmp_path, objectives=(("quality", "max"), ("params", "min"), ("pos", "max")))
     c = Candidate(2, 16, 32, None)
     report = evaluate_candidate(ctx, c)
-    assert report["params"] == candidate_params(TEACHER_CONFIG, c)
+    assert report["params"] == student_parameters(TEACHER_CONFIG, c)
     assert {"quality", "params", "pos", "topic", "disk_mb"} <= set(report)
     assert report["feasible"] == 1
     assert json.loads(report["result_json"])["model_dir"].endswith("L2-F16-H32-Vfull-stride")
@@ -161,10 +162,10 @@ def test_report_has_every_objective(tmp_path):
 
 def test_max_params_candidate_is_not_trained(tmp_path):
     small, big = Candidate(1, 16, 16, 100), Candidate(3, 37, 32, None)
-    limit = candidate_params(TEACHER_CONFIG, small) + 1
+    limit = student_parameters(TEACHER_CONFIG, small) + 1
     ctx = context(tmp_path, max_params=limit, trial_fn="tests.search.test_trainable:no_trial")
     report = evaluate_candidate(ctx, big)
-    assert report["feasible"] == 0 and report["params"] == candidate_params(TEACHER_CONFIG, big)
+    assert report["feasible"] == 0 and report["params"] == student_parameters(TEACHER_CONFIG, big)
     assert report["quality"] < -1e9
     func = constraints_func(ctx)
 
@@ -203,7 +204,7 @@ def test_run_one_without_ray(tmp_path, monkeypatch):
     monkeypatch.setenv("LRL_TRIAL_FN", "tests.search.test_trainable:fake_trial")
     spec = load_spec(write_spec(tmp_path))
     report = run_one(spec, Candidate(2, 16, 32, 100))
-    assert report["feasible"] == 1 and report["params"] == candidate_params(TEACHER_CONFIG, Candidate(2, 16, 32, 100))
+    assert report["feasible"] == 1 and report["params"] == student_parameters(TEACHER_CONFIG, Candidate(2, 16, 32, 100))
     assert json.loads(report["result_json"])["node_id"] is None
 
 
