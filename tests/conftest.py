@@ -32,37 +32,12 @@ def shared_data() -> Path:
     return shared_data_dir()
 
 
-def read_parseme_sentences(path: Path, limit: int | None = None) -> list[str]:
-    """Sentences of a PARSEME-TSV file: tokens joined by a space unless column 3 says ``nsp``."""
-    sentences, words = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            if words:
-                sentences.append("".join(words).strip())
-                words = []
-                if limit is not None and len(sentences) >= limit:
-                    break
-            continue
-        if line.startswith("#"):
-            continue
-        cols = line.split("\t")
-        words.append(cols[1] + ("" if len(cols) > 2 and cols[2] == "nsp" else " "))
-    if words and (limit is None or len(sentences) < limit):
-        sentences.append("".join(words).strip())
-    return sentences
-
-
 @pytest.fixture(scope="session")
 def maltese_sentences(shared_data: Path) -> list[str]:
     """About 2,000 real Maltese sentences (PARSEME news text)."""
-    files = sorted((shared_data / "mt" / "raw").glob("*.parsemetsv"))
-    sentences: list[str] = []
-    for path in files:
-        if path.is_file():
-            sentences += read_parseme_sentences(path, limit=2000 - len(sentences))
-        if len(sentences) >= 2000:
-            break
-    return sentences
+    from pipeline.corpus import read_parseme
+
+    return read_parseme(shared_data / "mt" / "raw" / "train.parsemetsv")[:2000]
 
 
 def build_tiny_model(family: str, texts: list[str], out: Path, *, layers: int = 4, vocab_size: int = 300) -> Path:

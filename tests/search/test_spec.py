@@ -9,7 +9,6 @@ import pydantic
 import pytest
 import yaml
 
-from search import teachers
 from search.spec import (
     REPO_ROOT,
     Spec,
@@ -58,14 +57,6 @@ def problems(path, overrides=()) -> list[str]:
     with pytest.raises(SpecError) as info:
         load_spec(path, overrides)
     return list(info.value.problems)
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    teachers._hub_config.cache_clear()
-    yield
-    teachers._hub_config.cache_clear()
 
 
 # ---------------------------------------------------------------------------- defaults and paths

@@ -12,14 +12,6 @@ from search.spec import BUILTIN_TEACHER_CONFIGS, SpecError, load_spec, resolve_t
 from tests.search.test_spec import MBERT, XLMR_BASE, minimal, problems, write_spec, write_teacher
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    teachers._hub_config.cache_clear()
-    yield
-    teachers._hub_config.cache_clear()
-
-
 def test_teacher_config_from_a_local_dir(tmp_path):
     folder = write_teacher(tmp_path / "t", MBERT)
     assert resolve_teacher_config(str(folder)) == MBERT
