@@ -1,10 +1,8 @@
-"""One candidate of the search, start to finish: the stages in the plan's order, then evaluation.
+"""One candidate of the search, start to finish: the planned stage builds, then evaluation.
 
-The recipe: every stage output lives in the cache under a key that chains the previous stage's key
-with this stage's config and the candidate values it uses, so trials that share a prefix of stages
-(the same distilled 6-layer student, say) build it once. A stage that is an identity for the
-candidate is skipped. When the vocabulary is trimmed before a distillation, the distillation's
-teacher is trimmed the same way (cached once), so teacher and student see the same token ids.
+`pipeline.plan.plan_steps` says which stages run and under which cache keys; `run_trial` walks that
+list, building each missing output once (`pipeline.cache.cached`) with the stage's builder below, then
+evaluates the final model on the plan's tasks (each task's result cached too).
 
 ``python -m pipeline trial PLAN.json`` runs one plan without Ray; the search calls `run_trial`.
 """
@@ -13,61 +11,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import statistics
 import time
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import modeling
-from pipeline.cache import cached, canonical_json, stage_key
-from pipeline.config import (
-    STAGES, AdaptConfig, Candidate, CorpusSource, DistillConfig, EvalConfig, PruneConfig, TaskSource,
-    TrimVocabConfig, TruncateConfig,
-)
+from pipeline.cache import cached, is_complete, stage_key
+from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, TaskSource
 from pipeline.errors import UsageError
+from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
 from pipeline.sizes import config_parameters
 
-__all__ = ["TrialPlan", "input_key", "plan_from_dict", "prepare_teacher", "run_trial", "teacher_reference"]
+__all__ = ["prepare_teacher", "run_trial", "teacher_reference"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """Everything one trial needs; plain data, so it travels to a Ray worker or a JSON file."""
-
-    teacher: str
-    candidate: Candidate
-    order: tuple[str, ...]
-    corpus: CorpusSource
-    heldout: CorpusSource
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    truncate: TruncateConfig = field(default_factory=TruncateConfig)
-    trim_vocab: TrimVocabConfig = field(default_factory=TrimVocabConfig)
-    tasks: dict[str, TaskSource] = field(default_factory=dict)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    cache_dir: str = "cache"
-    device: str | None = None
-    measure_latency: bool = False
-
-
-def input_key(model: str) -> str:
-    """The cache key of a model given by the user: its path and the size/time of its files, or its hub id."""
-    path = Path(model)
-    if not path.is_dir():
-        return f"hub:{model}"
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
-    digest = hashlib.sha256(canonical_json([str(path.resolve()), files]).encode()).hexdigest()[:20]
-    return f"dir:{path.name}-{digest}"
 
 
 class _Texts:
@@ -104,62 +67,49 @@ def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldou
     return str(cached(cache_dir, key, build))
 
 
-@dataclass
-class _Ref:
-    """A model by cache key: an existing directory, or a builder for one."""
-
-    key: str
-    path: Path | None = None
-    build: Callable[[Path], None] | None = None
-    cache_dir: str = ""
-
-    def materialise(self) -> Path:
-        if self.path is None:
-            self.path = cached(self.cache_dir, self.key, self.build)
-        return self.path
-
-
 def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
     """Build the candidate's student stage by stage (cached), then evaluate it on ``plan.tasks``.
 
     Returns:
         a JSON-able dict: ``model_dir, params, disk_mb, timings, stage_keys, cached, stages``
         (each stage's metrics), ``scores, tasks, quality`` (when tasks are given), ``config``, and
-        ``latency_ms`` when ``plan.measure_latency``.
+        ``latency_ms`` when ``plan.measure_latency``. A trimmed teacher copy's time is
+        ``timings["teacher_trim_vocab"]``.
 
     Raises:
         UsageError: for an impossible candidate or order, or bad data.
         FloatingPointError: when a training loss becomes NaN or infinite.
     """
     report = progress or (lambda message: None)
-    if sorted(plan.order) != sorted(STAGES):
-        raise UsageError(f"order {list(plan.order)} must be a permutation of {list(STAGES)}")
-    teacher_config = modeling.load_config(plan.teacher)
-    _check_candidate(plan.candidate, teacher_config)
-    texts = _Texts(plan.corpus, plan.heldout)
-    teacher = _Ref(input_key(plan.teacher), Path(plan.teacher))
-    current, kd_teacher = teacher, teacher
-    result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}}
+    teacher_key = input_key(plan.teacher)
+    steps = plan_steps(plan, teacher_key, modeling.load_config(plan.teacher))
+    built = {step.stage for step in steps if not step.for_teacher}
     for stage in plan.order:
-        started = time.perf_counter()
-        before = current
-        current, kd_teacher = _STAGE_RUNNERS[stage](plan, texts, current, kd_teacher, teacher)
-        if current is before:
+        if stage not in built:
             report(f"{stage}: identity for this candidate, skipped")
+    texts = _Texts(plan.corpus, plan.heldout)
+    paths = {teacher_key: Path(plan.teacher) if Path(plan.teacher).is_dir() else plan.teacher}
+    result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}}
+    for step in steps:
+        started = time.perf_counter()
+        hit = is_complete(Path(plan.cache_dir) / step.key)
+        paths[step.key] = cached(plan.cache_dir, step.key, lambda out, step=step: _BUILDERS[step.stage](
+            plan, texts, step, paths[step.source], paths.get(step.teacher), out))
+        seconds = round(time.perf_counter() - started, 3)
+        if step.for_teacher:
+            result["timings"][f"teacher_{step.stage}"] = seconds
             continue
-        hit = current.path is None and (Path(plan.cache_dir) / current.key / ".complete").is_file()
-        path = current.materialise()
-        result["timings"][stage] = round(time.perf_counter() - started, 3)
-        result["stage_keys"][stage] = current.key
-        result["stages"][stage] = _read_metrics(path)
+        result["timings"][step.stage] = seconds
+        result["stage_keys"][step.stage] = step.key
+        result["stages"][step.stage] = _read_metrics(paths[step.key])
         if hit:
-            result["cached"].append(stage)
-        report(f"{stage}: {'cached' if hit else 'built'} {current.key} in {result['timings'][stage]:.1f}s")
-    model_dir = str(current.materialise())
-    final_config = modeling.load_config(model_dir)
-    result.update(model_dir=model_dir, **_describe(model_dir, final_config))
+            result["cached"].append(step.stage)
+        report(f"{step.stage}: {'cached' if hit else 'built'} {step.key} in {seconds:.1f}s")
+    final_key = steps[-1].key if steps else teacher_key
+    model_dir = str(paths[final_key])
+    result.update(model_dir=model_dir, **_describe(model_dir, modeling.load_config(model_dir)))
     started = time.perf_counter()
-    scores = _evaluate_all(model_dir, current.key, plan.tasks, plan.evaluation, plan.cache_dir, plan.device, progress)
+    scores = _evaluate_all(model_dir, final_key, plan.tasks, plan.evaluation, plan.cache_dir, plan.device, progress)
     result.update(scores)
     result["timings"]["evaluate"] = round(time.perf_counter() - started, 3)
     if plan.measure_latency:
@@ -177,117 +127,59 @@ def teacher_reference(teacher_dir: str, tasks: dict[str, TaskSource], evaluation
     return result
 
 
-def _check_candidate(candidate: Candidate, teacher: dict) -> None:
-    heads = teacher["num_attention_heads"]
-    limits = {
-        "num_hidden_layers": "layers",
-        "intermediate_size": "FFN size",
-        "hidden_size": "hidden size",
-        "vocab_size": "vocabulary size",
-    }
-    for key, name in limits.items():
-        value = getattr(candidate, key)
-        if value is not None and not 1 <= value <= teacher[key]:
-            raise UsageError(f"candidate {name} {value} must be between 1 and the teacher's {teacher[key]}")
-    if candidate.hidden_size % heads:
-        raise UsageError(
-            f"candidate hidden size {candidate.hidden_size} is not divisible by num_attention_heads={heads}"
-        )
+# ---------------------------------------------------------------- one builder per stage
+# Each writes the stage's output for ``step`` into ``out``: ``source`` is the model it edits, ``teacher``
+# the distillation teacher (a directory or hub id).
 
 
-def _child(plan: TrialPlan, parent: _Ref, stage: str, config: dict, build: Callable[[Path], None]) -> _Ref:
-    return _Ref(stage_key(parent.key, stage, config), build=build, cache_dir=plan.cache_dir)
+def _build_distill(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, out: Path) -> None:
+    from pipeline.distill import distill, init_student, layer_indices
+
+    layers, init = step.sizes["num_hidden_layers"], plan.candidate.init
+    model, tokenizer = modeling.load(source)
+    big, _ = modeling.load(teacher)
+    student = init_student(model, layers, init, seed=plan.distill.seed)
+    student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout, plan.distill,
+                                          device=plan.device)
+    metrics["teacher_layers"] = layer_indices(model.config.num_hidden_layers, layers, init)
+    _save(out, student, tokenizer, metrics)
 
 
-def _run_distill(plan, texts, current, kd_teacher, teacher):
-    layers, init = plan.candidate.num_hidden_layers, plan.candidate.init
-    if layers == modeling.load_config(str(current.materialise()))["num_hidden_layers"]:
-        return current, kd_teacher
-    config = {"layers": layers, "init": init, "distill": plan.distill, "teacher": kd_teacher.key,
-              "corpus": plan.corpus, "heldout": plan.heldout}
+def _build_prune(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, out: Path) -> None:
+    from pipeline.prune import prune_ffn
 
-    def build(out: Path) -> None:
-        from pipeline.distill import distill, init_student, layer_indices
-
-        source, tokenizer = modeling.load(current.materialise())
-        big, _ = modeling.load(kd_teacher.materialise())
-        student = init_student(source, layers, init, seed=plan.distill.seed)
-        student, tokenizer, metrics = distill(
-            student, big, tokenizer, texts.corpus, texts.heldout, plan.distill, device=plan.device
-        )
-        metrics["teacher_layers"] = layer_indices(source.config.num_hidden_layers, layers, init)
-        _save(out, student, tokenizer, metrics)
-
-    return _child(plan, current, "distill", config, build), kd_teacher
+    model, tokenizer = modeling.load(source)
+    model, tokenizer, metrics = prune_ffn(model, tokenizer, step.sizes["intermediate_size"], texts.heldout,
+                                          plan.prune, device=plan.device)
+    _save(out, model, tokenizer, metrics)
 
 
-def _run_prune(plan, texts, current, kd_teacher, teacher):
-    ffn = plan.candidate.intermediate_size
-    if ffn == modeling.load_config(str(current.materialise()))["intermediate_size"]:
-        return current, kd_teacher
-    config = {"ffn": ffn, "prune": plan.prune, "heldout": plan.heldout}
+def _build_truncate(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, out: Path) -> None:
+    from pipeline.distill import distill
+    from pipeline.truncate import truncate_hidden
 
-    def build(out: Path) -> None:
-        from pipeline.prune import prune_ffn
-
-        model, tokenizer = modeling.load(current.materialise())
-        model, tokenizer, metrics = prune_ffn(model, tokenizer, ffn, texts.heldout, plan.prune, device=plan.device)
-        _save(out, model, tokenizer, metrics)
-
-    return _child(plan, current, "prune", config, build), kd_teacher
+    model, tokenizer = modeling.load(source)
+    big, _ = modeling.load(teacher)
+    student, tokenizer = truncate_hidden(model, tokenizer, step.sizes["hidden_size"], plan.truncate.method)
+    del model
+    student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout,
+                                          plan.truncate.distill, device=plan.device)
+    _save(out, student, tokenizer, metrics)
 
 
-def _run_truncate(plan, texts, current, kd_teacher, teacher):
-    hidden, cfg = plan.candidate.hidden_size, plan.truncate
-    if hidden == modeling.load_config(str(current.materialise()))["hidden_size"]:
-        return current, kd_teacher
-    second_teacher = current if cfg.teacher == "pruned" else kd_teacher
-    config = {"hidden": hidden, "method": cfg.method, "teacher": second_teacher.key, "distill": cfg.distill,
-              "corpus": plan.corpus, "heldout": plan.heldout}
+def _build_trim_vocab(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, out: Path) -> None:
+    from pipeline.trim_vocab import trim_vocab
 
-    def build(out: Path) -> None:
-        from pipeline.distill import distill
-        from pipeline.truncate import truncate_hidden
-
-        model, tokenizer = modeling.load(current.materialise())
-        big, _ = modeling.load(second_teacher.materialise())
-        student, tokenizer = truncate_hidden(model, tokenizer, hidden, cfg.method)
-        del model
-        student, tokenizer, metrics = distill(
-            student, big, tokenizer, texts.corpus, texts.heldout, cfg.distill, device=plan.device
-        )
-        _save(out, student, tokenizer, metrics)
-
-    return _child(plan, current, "truncate", config, build), kd_teacher
+    model, tokenizer = modeling.load(source)
+    model, tokenizer, metrics = trim_vocab(model, tokenizer, texts.corpus, step.sizes["vocab_size"], plan.trim_vocab)
+    _save(out, model, tokenizer, metrics)
 
 
-def _run_trim_vocab(plan, texts, current, kd_teacher, teacher):
-    size = plan.candidate.vocab_size
-    if size is None or size >= modeling.load_config(str(current.materialise()))["vocab_size"]:
-        return current, kd_teacher
-    config = {"vocab_size": size, "trim_vocab": plan.trim_vocab, "corpus": plan.corpus}
-
-    def trimmer(source: _Ref) -> Callable[[Path], None]:
-        def build(out: Path) -> None:
-            from pipeline.trim_vocab import trim_vocab
-
-            model, tokenizer = modeling.load(source.materialise())
-            model, tokenizer, metrics = trim_vocab(model, tokenizer, texts.corpus, size, plan.trim_vocab)
-            _save(out, model, tokenizer, metrics)
-
-        return build
-
-    # Later distillations need a teacher with the same ids: the same counts on the same tokenizer keep
-    # the same pieces, so the teacher is trimmed alike (built only if a distillation needs it).
-    trimmed_teacher = _child(plan, kd_teacher, "trim_vocab", config, trimmer(kd_teacher))
-    return _child(plan, current, "trim_vocab", config, trimmer(current)), trimmed_teacher
-
-
-_STAGE_RUNNERS = {
-    "distill": _run_distill,
-    "prune": _run_prune,
-    "truncate": _run_truncate,
-    "trim_vocab": _run_trim_vocab,
+_BUILDERS = {
+    "distill": _build_distill,
+    "prune": _build_prune,
+    "truncate": _build_truncate,
+    "trim_vocab": _build_trim_vocab,
 }
 
 
@@ -333,47 +225,6 @@ def _save(out: Path, model, tokenizer, metrics: dict) -> None:
 def _read_metrics(path: Path) -> dict:
     file = Path(path) / "metrics.json"
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-
-
-def plan_from_dict(data: dict) -> TrialPlan:
-    """A `TrialPlan` from plain JSON data; corpus sources may be given as plain strings.
-
-    Raises:
-        UsageError: naming the field of an unknown key or a wrong value.
-    """
-    return _build(TrialPlan, data, "plan")
-
-
-def _build(cls, value, where: str):
-    if isinstance(value, cls):
-        return value
-    if cls in (CorpusSource, TaskSource) and isinstance(value, str):
-        value = {"source": value}
-    if not isinstance(value, dict):
-        raise UsageError(f"{where}: expected an object for {cls.__name__}, got {value!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - names)
-    if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, raw in value.items():
-        kwargs[name] = _convert(hints[name], raw, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise UsageError(f"{where}: {error}") from None
-
-
-def _convert(hint, raw, where: str):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, raw, where)
-    if origin is tuple:
-        return tuple(raw)
-    if origin is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
-        return {key: _build(args[1], item, f"{where}.{key}") for key, item in raw.items()}
-    return raw
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,8 @@ import pytest
 from pipeline.__main__ import main as cli
 from pipeline.config import AdaptConfig, Candidate, CorpusSource, DistillConfig, PruneConfig, TruncateConfig
 from pipeline.errors import UsageError
-from pipeline.trial import TrialPlan, plan_from_dict, prepare_teacher, run_trial
+from pipeline.plan import TrialPlan, plan_from_dict
+from pipeline.trial import prepare_teacher, run_trial
 from tests.pipeline.helpers import assert_hf_dir
 
 FAST = DistillConfig(steps=3, batch_size=8, max_length=32, eval_every=10, bf16=False)
@@ -69,7 +70,7 @@ def test_identity_candidate_returns_teacher(plan_for, tiny_xlmr):
 
 
 def test_impossible_candidates(plan_for):
-    with pytest.raises(UsageError, match="layers 6 must be between 1 and the teacher's 4"):
+    with pytest.raises(UsageError, match="num_hidden_layers: 6 is larger than the teacher's num_hidden_layers=4"):
         run_trial(plan_for(Candidate(num_hidden_layers=6, intermediate_size=37, hidden_size=32)))
     with pytest.raises(UsageError, match="not divisible by num_attention_heads=4"):
         run_trial(plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=18)))
