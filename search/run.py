@@ -9,7 +9,6 @@ teacher's ``config.json`` alone and writes nothing; without it the search runs
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -48,16 +47,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
     try:
-        from search.spec import load_spec, resolve_teacher_config
+        from search.spec import load_spec, teacher_config
 
         spec = load_spec(args.spec, overrides)
         if args.dry_run:
-            from search.space import format_size_table, size_table
+            from search.space import format_build_summary, format_size_table, size_table
 
-            teacher_config = resolve_teacher_config(spec)
-            print(format_size_table(spec, teacher_config, size_table(spec, teacher_config)))
+            config = teacher_config(spec)
+            rows = size_table(spec, config)
+            print(format_size_table(spec, config, rows))
+            print()
+            print(format_build_summary(spec, config, rows))
             return 0
-        return int(_run_search()(spec, args) or 0)
+        from search.driver import run_search
+
+        return run_search(spec, resume=args.resume)
     except UsageError as error:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -65,16 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _run_search():
-    try:
-        driver = importlib.import_module("search.driver")
-    except ModuleNotFoundError as error:
-        if error.name != "search.driver":
-            raise
-        raise UsageError("the search itself (search.driver) is not installed in this checkout; use --dry-run") from None
-    return driver.run_search
 
 
 if __name__ == "__main__":

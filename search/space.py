@@ -1,56 +1,72 @@
-"""The search space of a spec: its choices, its candidate students and their exact sizes.
+"""The search space of a spec: its choices, its candidate students, their sizes and their labels.
 
-Sizes come from the teacher's ``config.json`` alone (`pipeline.sizes`), so a whole space is sized
-in milliseconds without torch.
+This module is the one mapping between the spec's ``space`` section, `pipeline.config.Candidate` and
+the sampler's parameters. The sampler's parameter names are the spec's field names (``layers``,
+``ffn``, ``hidden``, ``vocab``, ``init``) and its values the spec's choices (``vocab`` may be
+``"full"``), so a study reads like the spec. Sizes come from the teacher's ``config.json`` alone
+(`pipeline.sizes`): a whole space is sized in milliseconds without torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import Candidate
+from pipeline.plan import TrialPlan, plan_steps
 from pipeline.sizes import config_parameters, family_of
-from search.spec import Constraints, Spec
+from search.schema import Constraints, Spec
 
 __all__ = [
+    "PARAMS",
     "SizedCandidate",
-    "candidate_from",
     "candidates",
     "choices",
     "constraint_violations",
+    "format_build_summary",
     "format_size_table",
+    "label",
     "size_table",
     "student_parameters",
+    "to_candidate",
+    "to_params",
 ]
+
+# The sampler's parameters, in Candidate field order: (spec field, Candidate field).
+PARAMS = {"layers": "num_hidden_layers", "ffn": "intermediate_size", "hidden": "hidden_size", "vocab": "vocab_size",
+          "init": "init"}
 
 
 def choices(spec: Spec) -> dict[str, tuple[Any, ...]]:
-    """The categorical choices of the space under the `Candidate` field names.
-
-    ``vocab: full`` becomes ``None`` (keep the teacher's vocabulary).
-    """
-    space = spec.space
-    return {
-        "num_hidden_layers": space.layers,
-        "intermediate_size": space.ffn,
-        "hidden_size": space.hidden,
-        "vocab_size": tuple(None if value == "full" else value for value in space.vocab),
-        "init": space.init,
-    }
+    """``{parameter: choices}`` of the sampler: the spec's lists, ``vocab`` may hold ``"full"``."""
+    return {name: tuple(getattr(spec.space, name)) for name in PARAMS}
 
 
-def candidate_from(values: Mapping[str, Any]) -> Candidate:
-    """A `Candidate` from sampled values keyed like `choices` (unknown keys are ignored)."""
+def to_candidate(params: Mapping[str, Any]) -> Candidate:
+    """The `Candidate` of sampled values ``{layers, ffn, hidden, vocab, init}`` (other keys ignored)."""
+    vocab = params["vocab"]
     return Candidate(
-        num_hidden_layers=int(values["num_hidden_layers"]),
-        intermediate_size=int(values["intermediate_size"]),
-        hidden_size=int(values["hidden_size"]),
-        vocab_size=None if values.get("vocab_size") in (None, "full") else int(values["vocab_size"]),
-        init=values.get("init", "stride"),
+        num_hidden_layers=int(params["layers"]), intermediate_size=int(params["ffn"]),
+        hidden_size=int(params["hidden"]), vocab_size=None if vocab in (None, "full") else int(vocab),
+        init=params.get("init", "stride"),
     )
+
+
+def to_params(candidate: Candidate) -> dict[str, Any]:
+    """The sampled values of ``candidate`` (inverse of `to_candidate`)."""
+    values = {name: getattr(candidate, field) for name, field in PARAMS.items()}
+    return {**values, "vocab": "full" if candidate.vocab_size is None else candidate.vocab_size}
+
+
+def label(candidate: Candidate) -> str:
+    """``L6-F2048-H312-V40000-stride``: layers, FFN, hidden, vocabulary (``Vfull``), init."""
+    vocab = "full" if candidate.vocab_size is None else candidate.vocab_size
+    return (f"L{candidate.num_hidden_layers}-F{candidate.intermediate_size}-H{candidate.hidden_size}"
+            f"-V{vocab}-{candidate.init}")
 
 
 def candidates(spec: Spec, teacher_config: Mapping[str, Any]) -> list[Candidate]:
@@ -59,11 +75,13 @@ def candidates(spec: Spec, teacher_config: Mapping[str, Any]) -> list[Candidate]
     A vocabulary as large as the teacher's is the full vocabulary (``vocab_size=None``).
     """
     full = int(teacher_config["vocab_size"])
-    grid = choices(spec)
     out = []
-    for layers, ffn, hidden, vocab, init in itertools.product(*grid.values()):
-        vocab = None if vocab is not None and vocab >= full else vocab
-        out.append(Candidate(num_hidden_layers=layers, intermediate_size=ffn, hidden_size=hidden, vocab_size=vocab, init=init))
+    for values in itertools.product(*choices(spec).values()):
+        candidate = to_candidate(dict(zip(PARAMS, values)))
+        if candidate.vocab_size is not None and candidate.vocab_size >= full:
+            candidate = Candidate(candidate.num_hidden_layers, candidate.intermediate_size, candidate.hidden_size,
+                                  None, candidate.init)
+        out.append(candidate)
     return out
 
 
@@ -145,6 +163,40 @@ def format_size_table(spec: Spec, teacher_config: Mapping[str, Any], rows: list[
     return "\n".join(lines)
 
 
+def format_build_summary(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedCandidate]) -> str:
+    """How many stage builds the candidates within constraints need with reuse, and without.
+
+    Plans every candidate with `pipeline.plan.plan_steps` (no torch): a build is shared when two
+    candidates' plans hold a step of the same cache key.
+    """
+    kept = [row.candidate for row in rows if not row.violations]
+    if not kept:
+        return "stage builds: no candidate within constraints"
+    template = TrialPlan(
+        teacher=spec.teacher.model, candidate=None, order=spec.stages.order, corpus=spec.data.corpus,
+        heldout=spec.data.heldout, distill=spec.distill, prune=spec.prune, truncate=spec.truncate,
+        trim_vocab=spec.trim_vocab,
+    )
+    users: dict[str, Counter] = {}  # stage -> Counter(key -> number of candidates using it)
+    total = 0
+    for candidate in kept:
+        steps = plan_steps(dataclasses.replace(template, candidate=candidate), "teacher", teacher_config)
+        total += len(steps)
+        for step in steps:
+            stage = f"teacher {step.stage}" if step.for_teacher else step.stage
+            users.setdefault(stage, Counter())[step.key] += 1
+    unique = sum(len(keys) for keys in users.values())
+    lines = [f"stage builds for {len(kept)} candidates within constraints: {unique} with reuse, {total} without"]
+    if spec.teacher.adapt.enabled:
+        lines.append(f"  {'adapt (teacher)':<18} {1:>5} build, shared by every candidate")
+    for stage, keys in users.items():
+        shared = sum(1 for count in keys.values() if count > 1)
+        lines.append(f"  {stage:<18} {len(keys):>5} builds, {shared} shared by several candidates "
+                     f"(up to {max(keys.values())})")
+    lines.append(f"  {'evaluate':<18} {len(kept):>5} students x {len(spec.data.tasks)} tasks")
+    return "\n".join(lines)
+
+
 def _summary(spec: Spec, rows: list[SizedCandidate]) -> str:
     ok = [row for row in rows if not row.violations]
     limits = ", ".join(
@@ -157,14 +209,10 @@ def _summary(spec: Spec, rows: list[SizedCandidate]) -> str:
         small = min(rows, key=lambda row: row.params)
         large = max(rows, key=lambda row: row.params)
         text += (
-            f"; smallest {_short(small.candidate)} {small.params:,} ({100 * small.compression:.1f}% smaller),"
-            f" largest {_short(large.candidate)} {large.params:,} ({100 * large.compression:.1f}% smaller)"
+            f"; smallest {label(small.candidate)} {small.params:,} ({100 * small.compression:.1f}% smaller),"
+            f" largest {label(large.candidate)} {large.params:,} ({100 * large.compression:.1f}% smaller)"
         )
     s = spec.search
     text += f"; search: {s.sampler}, {s.num_samples} trials, {s.max_concurrent} at a time"
     return text
 
-
-def _short(c: Candidate) -> str:
-    vocab = "full" if c.vocab_size is None else str(c.vocab_size)
-    return f"L{c.num_hidden_layers}/H{c.hidden_size}/F{c.intermediate_size}/V{vocab}"

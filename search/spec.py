@@ -1,19 +1,10 @@
-"""The search spec: frozen Pydantic models of the YAML file, loading, and checks against the teacher.
-
-Every default of the service lives here or, for the stage settings, in `pipeline.config` (whose
-dataclasses are used as field types directly). A spec is data: loading resolves relative paths
-once and never touches weights, data, Ray or MLflow.
-
-Paths. A relative local path in a spec resolves against the folder of the spec file (one given
-with ``--set`` against the current directory), and ``~`` expands; the loaded spec holds absolute paths, so Ray workers in another
-working directory can use them. ``hf:...`` and ``synthetic:...`` URIs and Hugging Face model ids
-(``org/name``) pass through unchanged. ``teacher.model`` is a local path when it starts with
-``.``, ``/`` or ``~`` or names something that exists beside the spec; otherwise it is a hub id
-(an ``hf:`` prefix is dropped). Data sources that are not ``hf:``/``synthetic:`` URIs are paths.
+"""Loading a spec: YAML, ``--set`` overrides, checks across fields and against the teacher, and
+errors a person can act on. The models themselves are in `search.schema`.
 
 Errors. `load_spec` raises `SpecError` with one line per problem, every problem at once, each
 naming the file and the field path (``specs/x.yaml: space.hidden[0]: ...``) or file, line and
-column for YAML syntax errors (``specs/x.yaml:12:3: ...``).
+column for YAML syntax errors (``specs/x.yaml:12:3: ...``). A relative path given with ``--set``
+resolves against the current directory, one in the file against the file's folder.
 """
 
 from __future__ import annotations
@@ -25,72 +16,29 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    Strict,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ValidationError
 
-from pipeline.config import (
-    STAGES,
-    TASKS,
-    AdaptConfig,
-    CorpusSource,
-    DistillConfig,
-    EvalConfig,
-    InitStrategy,
-    PruneConfig,
-    TaskSource,
-    TrimVocabConfig,
-    TruncateConfig,
-)
+from pipeline.config import STAGES, TASKS
 from pipeline.errors import UsageError
+from pipeline.plan import size_problems
 from pipeline.sizes import family_of
-from search.teachers import BUILTIN_TEACHER_CONFIGS, one_line, read_teacher_config
+from search.schema import BUILTIN_METRICS, Space, Spec, resolve_data_path, resolve_model_path
+from search.teachers import one_line, read_teacher_config
 
 __all__ = [
-    "BUILTIN_METRICS",
-    "BUILTIN_TEACHER_CONFIGS",
-    "REPO_ROOT",
-    "Constraints",
-    "Data",
-    "MlflowSettings",
-    "Objective",
-    "RaySettings",
-    "Resources",
-    "SearchSettings",
-    "Space",
-    "Spec",
     "SpecError",
-    "Stages",
-    "Teacher",
     "apply_overrides",
     "check_against_teacher",
-    "default_direction",
     "load_spec",
-    "resolve_data_path",
-    "resolve_model_path",
-    "resolve_teacher_config",
     "space_problems",
     "spec_problems",
+    "teacher_config",
 ]
 
 logger = logging.getLogger(__name__)
-
-# The checkout this package runs from: default home of the MLflow store and the caches.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-BUILTIN_METRICS = ("quality", "params", "latency_ms", "disk_mb")
-_METRIC_DIRECTIONS = {"quality": "max", "params": "min", "latency_ms": "min", "disk_mb": "min"}
 
 
 class SpecError(UsageError):
@@ -99,294 +47,6 @@ class SpecError(UsageError):
     def __init__(self, problems: Iterable[str]):
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
-
-
-# ----------------------------------------------------------------------------------------------
-# Path handling
-
-
-def _base_dir(info: ValidationInfo | None) -> Path:
-    context = info.context if info is not None else None
-    if context and context.get("base_dir"):
-        return Path(context["base_dir"])
-    return Path.cwd()
-
-
-def _is_uri(value: str) -> bool:
-    return value.startswith(("hf:", "synthetic:")) or "://" in value
-
-
-def _local_path(value: str, base: Path) -> str:
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
-
-
-def resolve_data_path(value: str, base: Path) -> str:
-    """A data source: URIs pass through, anything else is a path made absolute against ``base``."""
-    return value if _is_uri(value) else _local_path(value, base)
-
-
-def resolve_model_path(value: str, base: Path) -> str:
-    """A model: a local path (made absolute) or a hub id / ``synthetic:`` URI (unchanged)."""
-    if value.startswith("hf:"):
-        return value[3:]
-    if value.startswith("synthetic:"):
-        return value
-    if value.startswith((".", "/", "~")) or (base / value).exists():
-        return _local_path(value, base)
-    return value
-
-
-# ----------------------------------------------------------------------------------------------
-# Models
-
-
-class _Section(BaseModel):
-    """Frozen, unknown keys rejected; a partial mapping for a dataclass-typed field is merged over
-    that field's default, so ``evaluation: {topic: {lr: 1e-4}}`` keeps topic's other defaults."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_over_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for name, field in cls.model_fields.items():
-            if isinstance(merged.get(name), dict):
-                default = field.get_default(call_default_factory=True)
-                if dataclasses.is_dataclass(default):
-                    merged[name] = _deep_merge(dataclasses.asdict(default), merged[name])
-        return merged
-
-
-def _deep_merge(base: dict, override: Mapping) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-class Teacher(_Section):
-    """The model to compress and its optional language adaptation (stage 0).
-
-    ``model``: a local Hugging Face directory, a hub id (``FacebookAI/xlm-roberta-base``) or
-    ``synthetic:NAME/teacher``. The family (XLM-R or BERT) comes from its config's ``model_type``.
-    """
-
-    model: str = Field(min_length=1)
-    adapt: AdaptConfig = AdaptConfig()
-
-    @field_validator("model")
-    @classmethod
-    def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        return resolve_model_path(value, _base_dir(info))
-
-
-class Data(_Section):
-    """Distillation corpus, held-out text (pruning importance, model selection) and the tasks."""
-
-    corpus: CorpusSource
-    heldout: CorpusSource
-    tasks: dict[Literal["sentiment", "topic", "ner", "pos"], TaskSource] = {}
-
-    @field_validator("corpus", "heldout")
-    @classmethod
-    def _resolve_corpus(cls, value: CorpusSource, info: ValidationInfo) -> CorpusSource:
-        return dataclasses.replace(value, source=resolve_data_path(value.source, _base_dir(info)))
-
-    @field_validator("tasks")
-    @classmethod
-    def _resolve_tasks(cls, value: dict[str, TaskSource], info: ValidationInfo) -> dict[str, TaskSource]:
-        base = _base_dir(info)
-        return {name: dataclasses.replace(src, source=resolve_data_path(src.source, base)) for name, src in value.items()}
-
-
-StageName = Literal["distill", "prune", "truncate", "trim_vocab"]
-
-
-class Stages(_Section):
-    """Order of the compression stages; a stage that leaves a candidate unchanged is skipped."""
-
-    order: tuple[StageName, ...] = STAGES
-
-
-def _vocab_choice(value: Any) -> int | str:
-    if value == "full" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        return value
-    raise ValueError(f"expected a positive integer or 'full', got {value!r}")
-
-
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-VocabChoice = Annotated[Union[int, str], PlainValidator(_vocab_choice)]
-
-
-class Space(_Section):
-    """Categorical choices of the search; every combination is a candidate student.
-
-    A single value stands for a one-element list. ``vocab: full`` keeps the teacher's vocabulary.
-    Defaults are the paper's path: 6 layers, FFN 2048, hidden 564/456/312, vocabulary 40,000.
-    """
-
-    layers: tuple[PositiveInt, ...] = (6,)
-    ffn: tuple[PositiveInt, ...] = (2048,)
-    hidden: tuple[PositiveInt, ...] = (564, 456, 312)
-    vocab: tuple[VocabChoice, ...] = (40_000,)
-    init: tuple[InitStrategy, ...] = ("stride",)
-
-    @field_validator("layers", "ffn", "hidden", "vocab", "init", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return value if isinstance(value, (list, tuple)) else [value]
-
-
-class Objective(_Section):
-    """One objective: ``quality`` (mean task score), ``params``, ``latency_ms``, ``disk_mb`` or a
-    task name from ``data.tasks`` (that task's score). ``direction`` defaults to ``max`` for
-    quality and task scores and ``min`` for the others."""
-
-    metric: str
-    direction: Literal["max", "min"]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_direction(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("direction") is None and isinstance(data.get("metric"), str):
-            return {**data, "direction": default_direction(data["metric"])}
-        return data
-
-
-class Constraints(_Section):
-    """Limits a candidate must meet to count; ``None`` means no limit."""
-
-    max_params: int | None = Field(default=None, gt=0)
-    min_quality: float | None = None
-    max_latency_ms: float | None = Field(default=None, gt=0)
-
-
-class Resources(_Section):
-    """Resources of one trial; fractions share a device between trials."""
-
-    cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)
-
-
-class SearchSettings(_Section):
-    """The sampler and how many trials run, where, and with which budget.
-
-    ``max_failures``: retries of a crashed trial (Ray's ``FailureConfig.max_failures``); a trial
-    whose training diverges is recorded as failed either way. ``storage_path`` (Ray results,
-    default ``<repo>/.cache/ray``) and ``cache_dir`` (stage outputs shared by trials, default
-    ``<repo>/.cache/stages``) are made absolute; on a multi-node cluster both must be on storage
-    every node sees.
-    """
-
-    sampler: Literal["nsga2", "tpe"] = "nsga2"
-    num_samples: PositiveInt = 20
-    max_concurrent: PositiveInt = 1
-    resources: Resources = Resources()
-    seed: int = 0
-    max_failures: int = Field(default=0, ge=0)
-    storage_path: str | None = Field(default=None, validate_default=True)
-    cache_dir: str | None = Field(default=None, validate_default=True)
-
-    @field_validator("storage_path", "cache_dir")
-    @classmethod
-    def _resolve(cls, value: str | None, info: ValidationInfo) -> str:
-        if value is None:
-            sub = "ray" if info.field_name == "storage_path" else "stages"
-            return str(REPO_ROOT / ".cache" / sub)
-        if "://" in value:  # s3://, gs://: storage for multi-node runs
-            return value
-        return _local_path(value, _base_dir(info))
-
-
-class RaySettings(_Section):
-    """``address``: ``local`` starts a private Ray for the run; ``auto`` joins the cluster of this
-    node; ``HOST:PORT`` or ``ray://HOST:10001`` names one."""
-
-    address: str = Field(default="local", min_length=1)
-
-
-class MlflowSettings(_Section):
-    """Tracking. ``tracking_uri`` defaults to ``sqlite:///<repo>/mlflow/mlflow.db``; a relative
-    SQLite path resolves against the spec's folder. ``artifact_location`` defaults to the folder
-    ``artifacts`` beside a SQLite database (else the server's default). ``experiment`` defaults to
-    ``compress-<language>``."""
-
-    tracking_uri: str | None = Field(default=None, validate_default=True)
-    artifact_location: str | None = Field(default=None, validate_default=True)
-    experiment: str | None = None
-
-    @field_validator("tracking_uri")
-    @classmethod
-    def _resolve_uri(cls, value: str | None, info: ValidationInfo) -> str:
-        if value is None:
-            return f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
-        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-            return "sqlite:///" + _local_path(value[len("sqlite:///"):], _base_dir(info))
-        if "://" not in value:  # a plain folder or file path
-            return _local_path(value, _base_dir(info))
-        return value
-
-    @field_validator("artifact_location")
-    @classmethod
-    def _resolve_artifacts(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            uri = info.data.get("tracking_uri") or ""
-            if uri.startswith("sqlite:///"):
-                return (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
-            return None
-        if "://" in value:
-            return value
-        return Path(_local_path(value, _base_dir(info))).as_uri()
-
-
-class Spec(_Section):
-    """A compression search: teacher, language and data, stage settings, space, objectives,
-    constraints, search, Ray and MLflow settings."""
-
-    teacher: Teacher
-    language: str = Field(min_length=1)
-    data: Data
-    stages: Stages = Stages()
-    distill: DistillConfig = DistillConfig()
-    prune: PruneConfig = PruneConfig()
-    truncate: TruncateConfig = TruncateConfig()
-    trim_vocab: TrimVocabConfig = TrimVocabConfig()
-    evaluation: EvalConfig = EvalConfig()
-    space: Space = Space()
-    objectives: tuple[Objective, ...] = (
-        Objective(metric="quality", direction="max"),
-        Objective(metric="params", direction="min"),
-    )
-    constraints: Constraints = Constraints()
-    search: SearchSettings = SearchSettings()
-    ray: RaySettings = RaySettings()
-    mlflow: MlflowSettings = MlflowSettings()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_experiment(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("language"), str):
-            return data
-        section = data.get("mlflow")
-        if section is None:
-            section = {}
-        if isinstance(section, dict) and section.get("experiment") is None:
-            data = {**data, "mlflow": {**section, "experiment": f"compress-{data['language']}"}}
-        return data
-
-    @property
-    def measures_latency(self) -> bool:
-        """Whether trials must measure latency (an objective or a constraint uses it)."""
-        return self.constraints.max_latency_ms is not None or any(
-            objective.metric == "latency_ms" for objective in self.objectives
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,45 +92,25 @@ def space_problems(space: Space) -> list[tuple[str, str]]:
     return problems
 
 
-def check_against_teacher(space: Space, teacher_config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(field path, message) for every choice the teacher cannot yield.
+# The space's choice lists and the config key each one sets.
+_SPACE_KEYS = {"layers": "num_hidden_layers", "ffn": "intermediate_size", "hidden": "hidden_size", "vocab": "vocab_size"}
 
-    A student has at most the teacher's layers, FFN width, hidden size and vocabulary, and a hidden
-    size the teacher's attention heads divide (each keeps ``hidden / heads`` dimensions).
-    """
-    heads = int(teacher_config["num_attention_heads"])
-    limits = {
-        "layers": ("num_hidden_layers", int(teacher_config["num_hidden_layers"])),
-        "ffn": ("intermediate_size", int(teacher_config["intermediate_size"])),
-        "hidden": ("hidden_size", int(teacher_config["hidden_size"])),
-        "vocab": ("vocab_size", int(teacher_config["vocab_size"])),
-    }
+
+def check_against_teacher(space: Space, teacher_config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field path, message) for every choice the teacher cannot yield (`pipeline.plan.size_problems`)."""
     problems = []
-    for name, (key, limit) in limits.items():
+    for name, key in _SPACE_KEYS.items():
         for i, value in enumerate(getattr(space, name)):
-            if value == "full":
-                continue
-            if value > limit:
-                problems.append((f"space.{name}[{i}]", f"{value} is larger than the teacher's {key}={limit}"))
-            elif name == "hidden" and value % heads:
-                problems.append((f"space.{name}[{i}]", f"{value} is not divisible by num_attention_heads={heads}"))
+            if value != "full":
+                problems += [(f"space.{name}[{i}]", message) for _, message in size_problems(teacher_config, **{key: value})]
     return problems
 
 
-# ----------------------------------------------------------------------------------------------
-# The teacher's config.json
-
-
-def resolve_teacher_config(spec: Spec | str) -> dict[str, Any]:
-    """The teacher's ``config.json`` as a dict, without weights, tokenizer or torch.
-
-    Local directory: its ``config.json``. ``synthetic:NAME/teacher``:
-    ``pipeline.synthetic.teacher_config(NAME)``. Hub id: the copy in the local Hugging Face cache,
-    else a download of that one file (unless ``HF_HUB_OFFLINE``), else the built-in copy of a
-    well-known teacher (with a notice on stderr).
+def teacher_config(spec: Spec | str) -> dict[str, Any]:
+    """The teacher's ``config.json`` as a dict, without weights, tokenizer or torch (`search.teachers`).
 
     Raises:
-        SpecError: naming ``teacher.model`` when no config can be read.
+        SpecError: naming ``teacher.model`` when no config can be read or the family is unsupported.
     """
     model = spec.teacher.model if isinstance(spec, Spec) else spec
     try:
@@ -518,7 +158,7 @@ def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, ch
     teacher_problems: list[str] = []
     if check_teacher and model is not None:
         try:
-            config = resolve_teacher_config(model)
+            config = teacher_config(model)
         except SpecError as error:
             teacher_problems = list(error.problems)
         else:
@@ -603,6 +243,7 @@ _PATH_FIELDS: dict[tuple[str, ...], Any] = {
     ("data", "tasks", "*", "source"): resolve_data_path,
     ("search", "storage_path"): resolve_data_path,
     ("search", "cache_dir"): resolve_data_path,
+    ("search", "synthetic_dir"): resolve_data_path,
 }
 
 
@@ -716,7 +357,3 @@ def _unwrap(tp: Any) -> Any:
         else:
             return tp
 
-
-def default_direction(metric: str) -> str:
-    """``max`` for quality and task scores, ``min`` for sizes and latency."""
-    return _METRIC_DIRECTIONS.get(metric, "max")

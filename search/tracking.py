@@ -1,7 +1,10 @@
-"""MLflow sink of the search: the only module that imports mlflow.
+"""MLflow as the search's sink: the only module that imports mlflow.
 
 One `Tracker` lives in the driver process and does every write (SQLite allows one writer; trials on
-workers never touch MLflow). Layout of a search in the store:
+workers never touch MLflow). It is written to, not queried for decisions: the driver keeps the trial
+records and the Pareto front (`search.driver`), and tells the tracker what changed, so the writes per
+trial stay constant however long the search runs. Only a resume reads the store, once. Layout of a
+search in the store:
 
 - one parent run per search (tags ``lrl.role=search``, ``lrl.search``, ``lrl.spec_hash``,
   ``lrl.git_commit``; the spec YAML as artifact ``spec.yaml``; teacher reference scores as metrics
@@ -11,9 +14,14 @@ workers never touch MLflow). Layout of a search in the store:
   teacher, stage timings; the student's Hugging Face directory as artifact ``model``). A trial that
   failed for good is a run with status FAILED, its error in the tag ``error`` and ``error.txt``.
 
-Resume: the parent is found again by its tags and every trial run by ``lrl.trial_id``; a trial whose
-run is FINISHED is never logged again, and a half-written run (driver killed while logging) is
-completed in place, so each trial has exactly one run.
+Resume: the parent is found again by its tags and `Tracker.read_records` returns one record per trial
+run (``lrl.trial_id``); the driver never logs a FINISHED trial again and completes a half-written run
+(driver killed while logging) in place, so each trial has exactly one run.
+
+Registry: a student is registered (a version of ``mlflow.registered_model``, tag ``pareto``) when it
+joins the front and keeps its version after it leaves (tag ``pareto=false``); the ``best-<metric>``
+aliases follow the front as it changes; the ``pareto-<k>`` aliases (best first objective first) are
+renumbered once, when the search ends (`Tracker.register` with ``renumber=True``).
 """
 
 from __future__ import annotations
@@ -36,19 +44,14 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from search.pareto import Objective, pareto_front  # noqa: E402
+from search.pareto import Objective  # noqa: E402
+from search.schema import REPO_ROOT  # noqa: E402
 
-__all__ = ["Tracker", "default_tracking_uri", "ui_command", "git_commit"]
+__all__ = ["Tracker", "git_commit", "ui_command"]
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
 _TAG_LIMIT = 5000
-
-
-def default_tracking_uri() -> str:
-    """``sqlite:///<repo>/mlflow/mlflow.db``: the store the UI command in mlflow/README.md opens."""
-    return f"sqlite:///{REPO / 'mlflow' / 'mlflow.db'}"
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
@@ -70,7 +73,7 @@ def ui_command(tracking_uri: str) -> str:
     )
 
 
-def git_commit(repo: Path = REPO) -> str:
+def git_commit(repo: Path = REPO_ROOT) -> str:
     """The checkout's commit, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
@@ -86,33 +89,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def trial_metrics(result: Mapping[str, Any], teacher: Mapping[str, float] | None) -> dict[str, float]:
-    """Flat MLflow metrics of a `pipeline.trial.run_trial` result.
-
-    ``params``, ``disk_mb``, ``quality``, ``latency_ms``, one score per task (named by the task),
-    ``drop_<metric>`` (teacher minus student) and ``drop_<metric>_rel`` (that over the teacher's
-    score) for quality and every task, ``time_<stage>`` seconds.
-    """
-    metrics: dict[str, float] = {}
-    for key in ("params", "disk_mb", "quality", "latency_ms"):
-        if _finite(result.get(key)):
-            metrics[key] = float(result[key])
-    for task, score in (result.get("scores") or {}).items():
-        if _finite(score):
-            metrics[task] = float(score)
-    for stage, seconds in (result.get("timings") or {}).items():
-        if _finite(seconds):
-            metrics[f"time_{stage}"] = float(seconds)
-    for key, reference in (teacher or {}).items():
-        if key in metrics and _finite(reference) and key not in ("params", "disk_mb", "latency_ms"):
-            metrics[f"drop_{key}"] = reference - metrics[key]
-            if reference:
-                metrics[f"drop_{key}_rel"] = (reference - metrics[key]) / reference
-    if teacher and _finite(teacher.get("params")) and "params" in metrics:
-        metrics["compression"] = 1.0 - metrics["params"] / teacher["params"]
-    return metrics
-
-
 def _params(candidate: Mapping[str, Any]) -> dict[str, str]:
     return {k: "full" if v is None else str(v) for k, v in candidate.items()}
 
@@ -121,13 +97,13 @@ class Tracker:
     """Writes one search to MLflow. Use from the driver process only.
 
     Args:
-        tracking_uri: ``sqlite:///...`` (artifacts go to ``artifacts/`` beside the database) or a
-            tracking server address.
-        experiment: experiment name; created once, with its artifact location, if missing.
+        tracking_uri: ``sqlite:///...`` or a tracking server address.
+        experiment: experiment name; created once, with ``artifact_location``, if missing.
         search: the search's name (one parent run per search name and spec hash).
         spec_hash: hash of the spec, tagged on the parent run.
-        objectives: ``[(metric, "min"|"max"), ...]`` for the Pareto front.
+        objectives: ``[(metric, "min"|"max"), ...]``, for the aliases and the plot.
         registered_model: model-registry name under which Pareto students are registered.
+        artifact_location: where the experiment's artifacts go (a new experiment only).
     """
 
     def __init__(self, tracking_uri: str, experiment: str, *, search: str, spec_hash: str,
@@ -145,6 +121,8 @@ class Tracker:
         self.experiment_id = self._experiment(experiment, db, artifact_location)
         self.parent_id: str | None = None
         self.teacher: dict[str, float] = {}
+        self._versions: dict[str, str] | None = None  # run id -> registered version, read on first use
+        self._aliases: dict[str, str] = {}
 
     def _experiment(self, name: str, db: Path | None, location: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -183,7 +161,7 @@ class Tracker:
             tags["mlflow.parentRunId"] = enclosing
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.search)
         self.parent_id = run.info.run_id
-        flat = {"spec_hash": self.spec_hash, **{k: v for k, v in params.items()}}
+        flat = {"spec_hash": self.spec_hash, **params}
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
         self.client.log_text(self.parent_id, spec_yaml, "spec.yaml")
         return self.parent_id
@@ -217,51 +195,61 @@ class Tracker:
         return self.parent_id
 
     # ---------------------------------------------------------------- trial runs
-    def trial_runs(self) -> dict[str, Any]:
-        """``{trial_id: Run}`` of this search's trial runs."""
+    def read_records(self) -> list[dict[str, Any]]:
+        """One plain record per trial run of this search (the resume reads them once).
+
+        Returns:
+            ``{"id", "run_id", "params", "metrics", "failed", "finished", "feasible", "pareto"}``
+            dicts; ``finished`` is False for a run a killed driver left half-written.
+        """
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self._parent()}'",
             max_results=50_000,
         )
-        return {r.data.tags["lrl.trial_id"]: r for r in runs if "lrl.trial_id" in r.data.tags}
+        records = []
+        for run in runs:
+            tags = run.data.tags
+            if "lrl.trial_id" not in tags:
+                continue
+            records.append({
+                "id": tags["lrl.trial_id"], "run_id": run.info.run_id, "params": dict(run.data.params),
+                "metrics": dict(run.data.metrics), "failed": run.info.status == "FAILED",
+                "finished": run.info.status in ("FINISHED", "FAILED"),
+                "feasible": tags.get("feasible", "true") != "false", "pareto": tags.get("pareto") == "true",
+            })
+        return records
 
-    def logged(self, trial_id: str) -> str | None:
-        """The status (``FINISHED``, ``FAILED``, ``RUNNING``) of the trial's run, or None."""
-        run = self.trial_runs().get(trial_id)
-        return run.info.status if run else None
-
-    def _open_trial_run(self, trial_id: str, name: str, candidate: Mapping[str, Any]) -> str | None:
-        existing = self.trial_runs().get(trial_id)
-        if existing is not None:
-            if existing.info.status == "FINISHED":
-                return None
-            self.client.update_run(existing.info.run_id, status="RUNNING")
-            return existing.info.run_id
+    def _open_trial_run(self, trial_id: str, name: str, candidate: Mapping[str, Any], run_id: str | None) -> str:
+        if run_id is not None:  # a half-written or failed run of this trial: complete it in place
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
         tags = {"mlflow.parentRunId": self._parent(), "lrl.trial_id": trial_id,
                 "lrl.search": self.search, "mlflow.runName": name}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _params(candidate).items()])
         return run.info.run_id
 
-    def log_trial(self, trial_id: str, candidate: Mapping[str, Any], result: Mapping[str, Any], *,
-                  name: str | None = None, feasible: bool = True) -> str | None:
-        """Log one finished trial; returns its run id, or None when it was already logged.
+    def log_trial(self, trial_id: str, candidate: Mapping[str, Any], result: Mapping[str, Any],
+                  metrics: Mapping[str, float], *, name: str, feasible: bool, pareto: bool,
+                  run_id: str | None = None) -> str:
+        """Log one finished trial; returns its run id.
 
         Args:
             trial_id: stable id of the trial (Ray's trial id), the resume key.
-            candidate: the sampled values (logged as params).
-            result: `pipeline.trial.run_trial`'s dict; ``model_dir`` is logged as artifact ``model``.
+            candidate: the candidate's fields (logged as params).
+            result: `pipeline.trial.run_trial`'s dict, logged as ``trial.json``; ``model_dir`` is
+                logged as artifact ``model``.
+            metrics: the flat metrics to log (`search.driver.trial_metrics`).
+            name: the run's name.
             feasible: False for a candidate that breaks a constraint (kept off the Pareto front).
+            pareto: whether the trial is on the front now.
+            run_id: an existing run of this trial to complete instead of a new one.
         """
-        run_id = self._open_trial_run(trial_id, name or f"trial-{trial_id}", candidate)
-        if run_id is None:
-            logger.info("trial %s already logged, skipping", trial_id)
-            return None
-        now = _now()
-        metrics = trial_metrics(result, self.teacher)
-        tags = {"feasible": str(feasible).lower(), "pareto": "false"}
+        run_id = self._open_trial_run(trial_id, name, candidate, run_id)
+        tags = {"feasible": str(feasible).lower(), "pareto": str(pareto).lower()}
         for key, value in (result.get("config") or {}).items():
             tags[f"student.{key}"] = str(value)
+        now = _now()
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_text(run_id, json.dumps(_jsonable(result), indent=2, sort_keys=True), "trial.json")
@@ -271,15 +259,12 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    def log_failure(self, trial_id: str, candidate: Mapping[str, Any], error: str, *,
-                    name: str | None = None, attempts: int | None = None) -> str | None:
-        """Record a trial that failed for good as a FAILED run with its error."""
-        run_id = self._open_trial_run(trial_id, name or f"trial-{trial_id}", candidate)
-        if run_id is None:
-            return None
+    def log_failure(self, trial_id: str, candidate: Mapping[str, Any], error: str, *, name: str,
+                    attempts: int | None = None, run_id: str | None = None) -> str:
+        """Record a trial that failed for good as a FAILED run with its error; returns the run id."""
+        run_id = self._open_trial_run(trial_id, name, candidate, run_id)
         first_line = next((line for line in reversed(error.strip().splitlines()) if line.strip()), error)
-        tags = [RunTag("error", first_line[:_TAG_LIMIT]), RunTag("pareto", "false"),
-                RunTag("feasible", "true")]
+        tags = [RunTag("error", first_line[:_TAG_LIMIT]), RunTag("pareto", "false"), RunTag("feasible", "true")]
         if attempts is not None:
             tags.append(RunTag("attempts", str(attempts)))
         self.client.log_batch(run_id, tags=tags)
@@ -288,79 +273,69 @@ class Tracker:
         return run_id
 
     # ---------------------------------------------------------------- Pareto front
-    def records(self) -> list[dict[str, Any]]:
-        """Plain records of every trial run, for `search.pareto.pareto_front`."""
-        out = []
-        for trial_id, run in self.trial_runs().items():
-            out.append({
-                "id": trial_id, "run_id": run.info.run_id, "metrics": dict(run.data.metrics),
-                "params": dict(run.data.params), "failed": run.info.status != "FINISHED",
-                "feasible": run.data.tags.get("feasible", "true") != "false",
-                "status": run.info.status,
-            })
-        return out
+    def set_pareto(self, changes: Mapping[str, bool]) -> None:
+        """Re-tag the trial runs whose membership of the front changed (``{run_id: on_front}``)."""
+        for run_id, on_front in changes.items():
+            self.client.set_tag(run_id, "pareto", str(on_front).lower())
+            version = self._registered().get(run_id)
+            if version is not None:
+                self.client.set_model_version_tag(self.registered_model, version, "pareto", str(on_front).lower())
 
-    def mark_pareto(self) -> list[dict[str, Any]]:
-        """Recompute the front, tag every trial run ``pareto=true|false``, register the front's
-        students (aliases ``pareto-<k>`` and ``best-<metric>``), plot it on the parent. Idempotent.
+    def register(self, members: Sequence[Mapping[str, Any]], *, renumber: bool = False) -> None:
+        """Register the front's students that are not registered yet and move the aliases that changed.
 
-        Returns:
-            The records on the front, sorted by the first objective (best first).
+        Args:
+            members: the front's records (``id``, ``run_id``, ``metrics``), best first objective first.
+            renumber: also renumber the ``pareto-<k>`` aliases (once, when the search ends: every
+                insertion into the front would shift them all).
         """
-        records = self.records()
-        front = pareto_front(records, self.objectives)
-        for record in records:
-            self.client.set_tag(record["run_id"], "pareto", str(record["id"] in front).lower())
-            record["pareto"] = record["id"] in front
-        members = [r for r in records if r["pareto"]]
-        metric, direction = self.objectives[0]
-        members.sort(key=lambda r: r["metrics"][metric], reverse=direction == "max")
-        self._register(members, [r for r in records if not r["pareto"]])
-        self._plot(records)
-        return members
-
-    def _register(self, members: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
-        if not members and not others:
+        if not members:
             return
-        name = self.registered_model
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
-            self.client.create_registered_model(
-                name, description=f"Pareto-optimal students of the search {self.search}")
-        versions = {v.run_id: v for v in self.client.search_model_versions(f"name = '{name}'")}
-        aliases: dict[str, str] = {}
-        for k, record in enumerate(members, start=1):
-            run_id = record["run_id"]
-            if run_id not in versions:
-                run = self.client.get_run(run_id)
-                if "model" not in {f.path for f in self.client.list_artifacts(run_id)}:
-                    continue
-                versions[run_id] = self.client.create_model_version(
-                    name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
-                    tags={"lrl.trial_id": record["id"], "lrl.search": self.search},
-                    await_creation_for=0,
-                )
-            version = versions[run_id].version
-            self.client.set_model_version_tag(name, version, "pareto", "true")
-            aliases[f"pareto-{k}"] = version
+        versions = self._registered()
+        for record in members:
+            if record["run_id"] not in versions and self._has_model(record["run_id"]):
+                versions[record["run_id"]] = self.client.create_model_version(
+                    self.registered_model, source=f"{self._artifact_uri(record['run_id'])}/model",
+                    run_id=record["run_id"], await_creation_for=0,
+                    tags={"lrl.trial_id": record["id"], "lrl.search": self.search, "pareto": "true"},
+                ).version
+        registered = [r for r in members if r["run_id"] in versions]
+        wanted = {}
         for metric, direction in self.objectives:
-            registered = [r for r in members if r["run_id"] in versions]
-            if registered:
-                pick = (max if direction == "max" else min)(registered, key=lambda r: r["metrics"][metric])
-                aliases[f"best-{_alias_part(metric)}"] = versions[pick["run_id"]].version
-        for record in others:
-            if record["run_id"] in versions:
-                self.client.set_model_version_tag(name, versions[record["run_id"]].version, "pareto", "false")
-        current = self.client.get_registered_model(name).aliases or {}
-        for alias in current:
-            if alias.startswith("pareto-") and alias not in aliases:
-                self.client.delete_registered_model_alias(name, alias)
-        for alias, version in aliases.items():
-            if current.get(alias) != version:
-                self.client.set_registered_model_alias(name, alias, version)
+            scored = [r for r in registered if metric in r["metrics"]]
+            if scored:
+                pick = (max if direction == "max" else min)(scored, key=lambda r: r["metrics"][metric])
+                wanted[f"best-{_alias_part(metric)}"] = versions[pick["run_id"]]
+        if renumber:
+            wanted.update({f"pareto-{k}": versions[r["run_id"]] for k, r in enumerate(registered, start=1)})
+            for alias in [a for a in self._aliases if a.startswith("pareto-") and a not in wanted]:
+                self.client.delete_registered_model_alias(self.registered_model, alias)
+                del self._aliases[alias]
+        for alias, version in wanted.items():
+            if self._aliases.get(alias) != version:
+                self.client.set_registered_model_alias(self.registered_model, alias, version)
+                self._aliases[alias] = version
 
-    def _plot(self, records: list[dict[str, Any]]) -> None:
+    def _registered(self) -> dict[str, str]:
+        """``{run_id: version}`` of the registered model (read once; the model is created if missing)."""
+        if self._versions is None:
+            name = self.registered_model
+            try:
+                self._aliases = dict(self.client.get_registered_model(name).aliases or {})
+            except MlflowException:
+                self.client.create_registered_model(name, description=f"Pareto-optimal students of the search {self.search}")
+                self._aliases = {}
+            self._versions = {v.run_id: v.version for v in self.client.search_model_versions(f"name = '{name}'")}
+        return self._versions
+
+    def _artifact_uri(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.artifact_uri
+
+    def _has_model(self, run_id: str) -> bool:
+        return "model" in {f.path for f in self.client.list_artifacts(run_id)}
+
+    def plot(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """The front and every finished trial on the first two objectives, as ``pareto_front.png``."""
         import matplotlib
 
         matplotlib.use("Agg")

@@ -10,7 +10,7 @@ import pytest
 from search import teachers
 from search.run import main
 from search.space import candidates
-from search.spec import load_spec, resolve_teacher_config
+from search.spec import load_spec, teacher_config
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
@@ -30,10 +30,11 @@ def test_the_papers_specs_are_there():
 @pytest.mark.parametrize("path", SPECS, ids=[path.name for path in SPECS])
 def test_spec_validates_and_dry_runs(path, capsys):
     spec = load_spec(path)
-    assert candidates(spec, resolve_teacher_config(spec))
+    assert candidates(spec, teacher_config(spec))
     assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1].split()[1] == "candidates,"
+    table, builds = out.split("\n\n")
+    assert table.splitlines()[-1].split()[1] == "candidates," and builds.startswith("stage builds for ")
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -45,7 +46,7 @@ def test_paper_setups(name):
     assert all(source.startswith("hf:") for source in sources)
     assert spec.teacher.adapt.enabled
     assert spec.search.resources.gpu > 0
-    config = resolve_teacher_config(spec)
+    config = teacher_config(spec)
     found = {(c.num_hidden_layers, c.intermediate_size, c.hidden_size, c.vocab_size) for c in candidates(spec, config)}
     assert {(6, 2048, hidden, 40_000) for hidden in (564, 456, 312)} <= found  # the paper's path
     assert len(found) > 3  # and wider choices around it
@@ -59,7 +60,7 @@ def test_paper_setups(name):
 
 def test_maltese_dry_run_shows_the_papers_smallest_student(capsys):
     assert main([str(REPO / "specs" / "maltese.yaml"), "--dry-run"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:-1]]
+    rows = [line.split() for line in capsys.readouterr().out.split("\n\n")[0].splitlines()[2:-1]]
     (row,) = [r for r in rows if r[1:5] == ["6", "2048", "312", "40000"]]
     assert row[5:7] == ["22,812,688", "91.8%"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.search.test_driver import REPO, child_runs
-from tests.search.test_trainable import write_spec
+from tests.search.fakes import write_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_PORT = 6390
@@ -48,7 +48,7 @@ def test_job_submitted_to_a_two_node_cluster(tmp_path):
                 "--dashboard-host=127.0.0.1", "--object-store-memory=500000000", "--disable-usage-stats", env=env)
         ray_cli("start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                 "--object-store-memory=500000000", "--disable-usage-stats", f"--temp-dir={worker_temp}", env=env)
-        runtime_env = {"env_vars": {"LRL_TRIAL_FN": "tests.search.test_trainable:fake_trial",
+        runtime_env = {"env_vars": {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial",
                                     "LRL_FAKE_SLEEP": "4", "RAY_AUTH_MODE": "disabled",
                                     "MLFLOW_DISABLE_TELEMETRY": "true"}}
         job = ray_cli("job", "submit", "--address", DASHBOARD, "--working-dir", ".",

@@ -1,11 +1,13 @@
-"""The driver: identity and paths of a search (fast), and a search whose trial fails (slow, Ray).
+"""The driver: identity of a search, the trial book (records, front, what MLflow is told), and a
+search whose trial fails (slow, Ray).
 
 The Ray tests run ``python -m search.run`` in a subprocess with the cheap fake trial of
-test_trainable.py plugged in through the documented testing hook ``LRL_TRIAL_FN``.
+tests/search/fakes.py plugged in through the documented testing hook ``LRL_TRIAL_FN``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from search.driver import experiment_name, pareto_table, spec_hash
+from pipeline.config import Candidate
+from search.driver import TrialBook, experiment_name, pareto_table, spec_hash
 from search.spec import load_spec
-from tests.search.test_trainable import write_spec
+from tests.search.fakes import write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,11 +72,123 @@ def test_pareto_table():
     assert "12,345" in lines[2] and lines[3].startswith("teacher")
 
 
+class RecordingTracker:
+    """The tracker's interface, recording each call instead of writing to MLflow."""
+
+    def __init__(self):
+        self.teacher, self.calls, self.runs = {"quality": 1.0, "params": 1000}, [], 0
+
+    def log_trial(self, trial_id, candidate, result, metrics, *, name, feasible, pareto, run_id=None):
+        self.calls.append(("log_trial", trial_id, pareto))
+        self.runs += 1
+        return run_id or f"run-{trial_id}"
+
+    def log_failure(self, trial_id, candidate, error, *, name, attempts=None, run_id=None):
+        self.calls.append(("log_failure", trial_id))
+        return run_id or f"run-{trial_id}"
+
+    def set_pareto(self, changes):
+        self.calls.append(("set_pareto", dict(changes)))
+
+    def register(self, members, renumber=False):
+        self.calls.append(("register", [m["id"] for m in members], renumber))
+
+    def plot(self, records):
+        pass
+
+
+def report(quality, params, feasible=1):
+    return {"result_json": json.dumps({"quality": quality, "params": params}), "feasible": feasible}
+
+
+def test_trial_book_keeps_the_front_and_tells_only_changes():
+    tracker = RecordingTracker()
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=5)
+    book.finished("a", Candidate(2, 16, 32), report(0.5, 100))
+    assert tracker.calls[0] == ("log_trial", "a", True) and tracker.calls[1] == ("set_pareto", {})
+    book.finished("b", Candidate(3, 16, 32), report(0.6, 200))  # a stays: smaller
+    book.finished("c", Candidate(3, 37, 32), report(0.4, 300))  # dominated
+    book.finished("d", Candidate(2, 37, 32), report(0.9, 50, feasible=0))  # infeasible: never on the front
+    book.failed("e", Candidate(1, 16, 16), "Traceback\nFloatingPointError: nan", attempts=2)
+    assert book.front() == {"a", "b"}
+    assert [r["id"] for r in book.members()] == ["b", "a"]
+    assert ("log_trial", "c", False) in tracker.calls and ("log_trial", "d", False) in tracker.calls
+    assert all(call[1] == {} for call in tracker.calls if call[0] == "set_pareto")
+    book.finished("f", Candidate(2, 16, 16), report(0.7, 90))  # dominates a and b
+    assert tracker.calls[-2:] == [("set_pareto", {"run-a": False, "run-b": False}), ("register", ["f"], False)]
+    book.finished("f", Candidate(2, 16, 16), report(0.1, 1))  # already logged: nothing changes
+    assert book.front() == {"f"} and tracker.runs == 5
+    assert book.finalise() == [book.records["f"]] and tracker.calls[-1] == ("register", ["f"], True)
+
+
+def test_trial_book_resumes_from_records():
+    tracker = RecordingTracker()
+    records = [
+        {"id": "a", "run_id": "ra", "params": {}, "metrics": {"quality": 0.5, "params": 100.0}, "failed": False,
+         "finished": True, "feasible": True, "pareto": True},
+        {"id": "b", "run_id": "rb", "params": {}, "metrics": {}, "failed": False, "finished": False,
+         "feasible": True, "pareto": False},  # half-written by a killed driver
+        {"id": "c", "run_id": "rc", "params": {}, "metrics": {}, "failed": True, "finished": True,
+         "feasible": True, "pareto": False},
+    ]
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=3, records=records)
+    assert book.logged("a") and not book.logged("b") and not book.logged("c")
+    book.finished("a", Candidate(2, 16, 32), report(0.9, 1))
+    assert tracker.calls == []
+    book.finished("b", Candidate(2, 16, 16), report(0.6, 100))
+    book.finished("c", Candidate(3, 16, 16), report(0.7, 400))  # a failure retried after the resume
+    assert [c[:2] for c in tracker.calls if c[0] == "log_trial"] == [("log_trial", "b"), ("log_trial", "c")]
+    assert book.records["b"]["run_id"] == "rb" and book.records["c"]["run_id"] == "rc"
+    assert book.front() == {"b", "c"}
+    assert ("set_pareto", {"ra": False}) in tracker.calls
+
+
+WRITES = ("create_run", "update_run", "log_batch", "log_metric", "log_param", "set_tag", "delete_tag",
+          "set_terminated", "log_text", "log_dict", "log_artifact", "log_artifacts", "log_figure",
+          "create_registered_model", "create_model_version", "set_model_version_tag",
+          "set_registered_model_alias", "delete_registered_model_alias")
+
+
+def test_mlflow_writes_grow_linearly_with_the_trials(tmp_path):
+    """50 fake trials through the real tracker on SQLite: each trial costs the same few writes, however
+    many came before (re-tagging every earlier run, as before, would make the cost grow with n)."""
+    import random
+
+    from search.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "writes", search="s", spec_hash="h",
+                      objectives=[("quality", "max"), ("params", "min")], registered_model="writes-student")
+    writes = []
+    for name in WRITES:
+        method = getattr(tracker.client, name)
+        setattr(tracker.client, name, lambda *a, _m=method, _n=name, **k: writes.append(_n) or _m(*a, **k))
+    tracker.start(spec_yaml="x: 1\n", params={}, resume=False)
+    tracker.log_teacher({"quality": 0.9, "params": 10_000})
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=50)
+    rng = random.Random(0)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    per_trial = []
+    for i in range(50):
+        before = len(writes)
+        params = rng.randint(100, 10_000)
+        result = {"quality": rng.random() * params / 10_000, "params": params, "model_dir": str(model)}
+        book.finished(f"t{i}", Candidate(2, 16, 32), {"result_json": json.dumps(result), "feasible": 1})
+        per_trial.append(len(writes) - before)
+    front = book.front()
+    assert 2 <= len(front) < 50
+    assert max(per_trial) <= 4 * min(per_trial) and sum(per_trial[25:]) <= 1.25 * sum(per_trial[:25])
+    assert sum(per_trial) <= 12 * 50, per_trial
+    tags = {r["id"]: r["pareto"] for r in tracker.read_records()}
+    assert {trial for trial, on in tags.items() if on} == front and len(tags) == 50
+
+
 @pytest.mark.slow
 def test_failing_trial_is_recorded_retried_and_the_search_continues(tmp_path):
     spec = write_spec(tmp_path, search="seed: 3")
     (tmp_path / "fails").mkdir()
-    proc = run_cli(str(spec), env={"LRL_TRIAL_FN": "tests.search.test_trainable:failing_trial",
+    proc = run_cli(str(spec), env={"LRL_TRIAL_FN": "tests.search.fakes:failing_trial",
                                    "LRL_FAKE_FAILS": str(tmp_path / "fails")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     failing = (tmp_path / "fails" / "failing").read_text()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.search.test_driver import REPO, child_runs, run_cli
-from tests.search.test_trainable import write_spec
+from tests.search.fakes import write_spec
 
 NUM_SAMPLES = 6
 
@@ -40,7 +40,7 @@ def wait_for(path, pattern: str, proc: subprocess.Popen, timeout: float = 180) -
 def test_resume_after_sigkill_logs_every_trial_once(tmp_path):
     # max_params makes some candidates infeasible: they are sized, not trained, and still count.
     write_spec(tmp_path, search="seed: 5", num_samples=NUM_SAMPLES, extra="constraints: {max_params: 30000}")
-    env = {"LRL_TRIAL_FN": "tests.search.test_trainable:fake_trial", "LRL_FAKE_SLEEP": "2"}
+    env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_SLEEP": "2"}
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = start_cli(str(tmp_path / "spec.yaml"), env=env, log=out)

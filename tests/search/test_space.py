@@ -5,17 +5,21 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import Candidate
+from search.schema import Constraints, Spec
 from search.space import (
     SizedCandidate,
-    candidate_from,
     candidates,
     choices,
     constraint_violations,
+    format_build_summary,
     format_size_table,
+    label,
     size_table,
     student_parameters,
+    to_candidate,
+    to_params,
 )
-from search.spec import BUILTIN_TEACHER_CONFIGS, Constraints, Spec
+from search.teachers import BUILTIN_TEACHER_CONFIGS
 from tests.search.test_spec import MBERT, XLMR_BASE
 
 
@@ -63,14 +67,17 @@ def test_candidates_are_the_product_of_the_choices():
     assert [c.vocab_size for c in found[:6:2]] == [40000, None, None]
 
 
-def test_choices_and_candidate_from():
+def test_choices_params_candidates_and_labels():
     spec = make_spec(space={"vocab": [10000, "full"], "init": ["last_k"]})
-    grid = choices(spec)
-    assert grid == {"num_hidden_layers": (6,), "intermediate_size": (2048,), "hidden_size": (564, 456, 312),
-                    "vocab_size": (10000, None), "init": ("last_k",)}
-    sample = {"num_hidden_layers": 6, "intermediate_size": 2048, "hidden_size": 312, "vocab_size": "full", "init": "last_k"}
-    assert candidate_from(sample) == Candidate(6, 2048, 312, None, "last_k")
-    assert candidate_from({**sample, "vocab_size": 10000}).vocab_size == 10000
+    assert choices(spec) == {"layers": (6,), "ffn": (2048,), "hidden": (564, 456, 312), "vocab": (10000, "full"),
+                             "init": ("last_k",)}
+    sample = {"layers": 6, "ffn": 2048, "hidden": 312, "vocab": "full", "init": "last_k"}
+    assert to_candidate(sample) == Candidate(6, 2048, 312, None, "last_k")
+    assert to_candidate({**sample, "vocab": 10000}).vocab_size == 10000
+    for candidate in candidates(spec, XLMR_BASE):
+        assert to_candidate(to_params(candidate)) == candidate
+    assert label(Candidate(6, 2048, 312, None, "last_k")) == "L6-F2048-H312-Vfull-last_k"
+    assert label(Candidate(6, 2048, 312, 40000)) == "L6-F2048-H312-V40000-stride"
 
 
 def test_constraint_violations():
@@ -102,8 +109,8 @@ def test_format_size_table():
     assert lines[5].split()[:7] == ["4", "6", "2048", "768", "full", "226,324,626", "18.7%"]
     assert lines[5].endswith("x params > max_params=100,000,000")
     assert len(lines) == 2 + 4 + 1
-    assert lines[-1].startswith("4 candidates, 3 within constraints (max_params=100,000,000); smallest L6/H312/F2048/V40000 22,812,688")
-    assert "largest L6/H768/F2048/Vfull 226,324,626" in lines[-1]
+    assert lines[-1].startswith("4 candidates, 3 within constraints (max_params=100,000,000); smallest L6-F2048-H312-V40000-stride 22,812,688")
+    assert "largest L6-F2048-H768-Vfull-stride 226,324,626" in lines[-1]
 
 
 def test_init_column_only_when_it_varies():
@@ -132,3 +139,13 @@ def test_sizes_equal_num_parameters_of_the_built_model():
             kwargs = {k: v for k, v in {**teacher, **sizes}.items() if k != "model_type"}
             model = AutoModelForMaskedLM.from_config(AutoConfig.for_model(teacher["model_type"], **kwargs))
             assert model.num_parameters() == student_parameters(teacher, candidate), candidate
+
+
+def test_build_summary_counts_shared_stage_builds():
+    # trimming first: both depths distil from one trimmed teacher, so the trim is built once
+    spec = make_spec(space={"layers": [4, 6], "ffn": [2048], "hidden": [312], "vocab": [40000]},
+                     stages={"order": ["trim_vocab", "distill", "prune", "truncate"]})
+    lines = format_build_summary(spec, XLMR_BASE, size_table(spec, XLMR_BASE)).splitlines()
+    assert lines[0] == "stage builds for 2 candidates within constraints: 7 with reuse, 8 without"
+    assert [line.split()[0] for line in lines[2:]] == ["trim_vocab", "distill", "prune", "truncate", "evaluate"]
+    assert lines[2].split()[1:2] == ["1"] and lines[3].split()[1:2] == ["2"]

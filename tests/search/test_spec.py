@@ -9,13 +9,8 @@ import pydantic
 import pytest
 import yaml
 
-from search.spec import (
-    REPO_ROOT,
-    Spec,
-    SpecError,
-    apply_overrides,
-    load_spec,
-)
+from search.schema import REPO_ROOT, Spec
+from search.spec import SpecError, apply_overrides, load_spec
 
 XLMR_BASE = {
     "model_type": "xlm-roberta", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -101,7 +96,7 @@ def test_spec_is_frozen_and_round_trips(tmp_path):
 
 def test_relative_paths_resolve_against_the_spec_folder(tmp_path, monkeypatch):
     folder = tmp_path / "specs"
-    data = minimal(search={"cache_dir": "../cache", "storage_path": "s3://bucket/ray"},
+    data = minimal(search={"cache_dir": "../cache", "storage_path": "ray", "synthetic_dir": "~/synth"},
                    mlflow={"tracking_uri": "sqlite:///track/m.db"})
     data["data"]["tasks"] = {"pos": {"source": "data/pos"}, "ner": {"source": "hf:unimelb-nlp/wikiann:mt"},
                              "topic": {"source": "synthetic:demo/topic"}, "sentiment": {"source": "~/sa"}}
@@ -115,9 +110,26 @@ def test_relative_paths_resolve_against_the_spec_folder(tmp_path, monkeypatch):
     assert spec.data.tasks["topic"].source == "synthetic:demo/topic"
     assert spec.data.tasks["sentiment"].source == str(Path("~/sa").expanduser())
     assert spec.search.cache_dir == str(tmp_path / "cache")
-    assert spec.search.storage_path == "s3://bucket/ray"
+    assert spec.search.storage_path == str(folder / "ray")
+    assert spec.search.synthetic_dir == str(Path("~/synth").expanduser())
     assert spec.mlflow.tracking_uri == f"sqlite:///{folder}/track/m.db"
     assert spec.mlflow.artifact_location == (folder / "track" / "artifacts").as_uri()
+
+
+def test_remote_storage_is_refused_when_the_spec_loads(tmp_path):
+    path = write_spec(tmp_path, minimal(search={"storage_path": "s3://bucket/ray"}))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == (f"{path}: search.storage_path: s3://bucket/ray: remote storage URIs are not supported "
+                               "yet; use a folder every node sees (a shared filesystem)")
+
+
+def test_synthetic_dir_default_follows_the_environment(tmp_path, monkeypatch):
+    path = write_spec(tmp_path, minimal())
+    monkeypatch.delenv("LRL_SYNTHETIC_ROOT", raising=False)
+    assert load_spec(path).search.synthetic_dir == str(REPO_ROOT / ".cache" / "synthetic")
+    monkeypatch.setenv("LRL_SYNTHETIC_ROOT", str(tmp_path / "synth"))
+    assert load_spec(path).search.synthetic_dir == str(tmp_path / "synth")
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,16 @@ import types
 import pytest
 
 from search import teachers
-from search.spec import BUILTIN_TEACHER_CONFIGS, SpecError, load_spec, resolve_teacher_config
+from search.spec import SpecError, load_spec
+from search.spec import teacher_config
+from search.teachers import BUILTIN_TEACHER_CONFIGS
 from tests.search.test_spec import MBERT, XLMR_BASE, minimal, problems, write_spec, write_teacher
 
 
 def test_teacher_config_from_a_local_dir(tmp_path):
     folder = write_teacher(tmp_path / "t", MBERT)
-    assert resolve_teacher_config(str(folder)) == MBERT
-    assert resolve_teacher_config(str(folder / "config.json")) == MBERT
+    assert teacher_config(str(folder)) == MBERT
+    assert teacher_config(str(folder / "config.json")) == MBERT
 
 
 def test_unreadable_local_teachers(tmp_path):
@@ -31,7 +33,7 @@ def test_unreadable_local_teachers(tmp_path):
     }
     for name, message in cases.items():
         with pytest.raises(SpecError) as info:
-            resolve_teacher_config(str(tmp_path / name))
+            teacher_config(str(tmp_path / name))
         assert str(info.value).startswith(f"teacher.model: {tmp_path / name}: ")
         assert message in str(info.value)
     path = write_spec(tmp_path / "s", minimal(teacher={"model": "./nowhere"}), teacher=None)
@@ -44,19 +46,19 @@ def test_synthetic_teacher_reads_pipeline_synthetic(tmp_path, monkeypatch):
     fake.teacher_config = lambda name="demo": calls.append(name) or {**XLMR_BASE, "hidden_size": 64, "num_attention_heads": 4}
     monkeypatch.setitem(sys.modules, "pipeline.synthetic", fake)
     spec = load_spec(write_spec(tmp_path, minimal(teacher={"model": "synthetic:demo/teacher"}, space={"hidden": [32, 64]}), teacher=None))
-    assert resolve_teacher_config(spec)["hidden_size"] == 64 and calls == ["demo", "demo"]
+    assert teacher_config(spec)["hidden_size"] == 64 and calls == ["demo", "demo"]
     with pytest.raises(SpecError, match="synthetic:NAME/teacher"):
-        resolve_teacher_config("synthetic:demo/pos")
+        teacher_config("synthetic:demo/pos")
 
 
 def test_synthetic_teacher_without_the_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "pipeline.synthetic", None)
     with pytest.raises(SpecError, match="teacher.model: synthetic:demo/teacher: synthetic teachers need pipeline.synthetic"):
-        resolve_teacher_config("synthetic:demo/teacher")
+        teacher_config("synthetic:demo/teacher")
 
 
 def test_hub_teacher_offline_uses_the_builtin_table(caplog):
-    config = resolve_teacher_config("FacebookAI/xlm-roberta-base")
+    config = teacher_config("FacebookAI/xlm-roberta-base")
     assert config == BUILTIN_TEACHER_CONFIGS["FacebookAI/xlm-roberta-base"]
     notices = [r.getMessage() for r in caplog.records if r.name == "search.teachers"]
     assert len(notices) == 1 and "built-in config.json" in notices[0] and "\n" not in notices[0]
@@ -68,24 +70,24 @@ def test_hub_teacher_unreachable_does_not_wait(monkeypatch, caplog):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr(teachers, "_hub_reachable", lambda endpoint: False)
     monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda *a, **k: pytest.fail("no download when unreachable"))
-    assert resolve_teacher_config("bert-base-multilingual-cased")["vocab_size"] == 119547
+    assert teacher_config("bert-base-multilingual-cased")["vocab_size"] == 119547
     assert "the hub cannot be reached" in caplog.text
 
 
 def test_hub_teacher_from_the_local_cache(tmp_path, monkeypatch):
     config = write_teacher(tmp_path / "snap", {**MBERT, "num_hidden_layers": 6}) / "config.json"
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: str(config))
-    assert resolve_teacher_config("someone/their-bert")["num_hidden_layers"] == 6
+    assert teacher_config("someone/their-bert")["num_hidden_layers"] == 6
 
 
 def test_unknown_hub_teacher_offline_is_an_error(tmp_path):
     with pytest.raises(SpecError) as info:
-        resolve_teacher_config("someone/unknown-model")
+        teacher_config("someone/unknown-model")
     assert str(info.value) == (
         "teacher.model: someone/unknown-model: config.json is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
     )
     with pytest.raises(SpecError, match="neither a local directory nor a Hugging Face model id"):
-        resolve_teacher_config("not a model id")
+        teacher_config("not a model id")
 
 
 def test_builtin_table_covers_the_papers_teachers():

@@ -1,0 +1,101 @@
+"""The objective of the search, without Ray: one candidate in, one result dict out.
+
+`TrialContext` holds everything a trial needs besides its candidate (plain data, pickled to Ray
+workers); `evaluate_candidate` runs `pipeline.trial.run_trial` on the candidate and flattens its
+result into the objectives the sampler ranks.
+
+Constraints: a candidate that breaks ``max_params`` is known from the teacher's config alone, so it
+is not trained: it reports its exact ``params``, ``feasible = False`` and penalty values for the
+other objectives (the sampler's ``constraints_func`` ranks it last too). ``min_quality`` and
+``max_latency_ms`` are only known after training: such trials report their real values with
+``feasible = False``. Infeasible trials are logged but never on the front.
+
+Testing hook: ``TrialContext.trial_fn = "module:function"`` (the driver fills it from the environment
+variable ``LRL_TRIAL_FN``) replaces `pipeline.trial.run_trial` with a function of the same
+signature, so the search machinery (failures, resume, cluster) can be tested with a cheap fake trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pipeline.config import Candidate
+from pipeline.plan import TrialPlan
+from search.space import label, student_parameters
+
+__all__ = ["PENALTY", "TRIAL_FN_ENV", "TrialContext", "evaluate_candidate"]
+
+logger = logging.getLogger(__name__)
+
+TRIAL_FN_ENV = "LRL_TRIAL_FN"
+PENALTY = 1e12  # objective value of a candidate that breaks max_params (it is never trained)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its candidate; every path absolute.
+
+    Attributes:
+        plan: the trial plan of the search, with ``candidate=None`` (filled per trial).
+        teacher_config: the teacher's ``config.json`` values (sizes, constraints).
+        objectives: ``((metric, "min" | "max"), ...)``.
+        max_params, min_quality, max_latency_ms: the spec's constraints (None: no limit).
+        trial_fn: ``module:function`` replacing `pipeline.trial.run_trial` (testing hook), or None.
+    """
+
+    plan: TrialPlan
+    teacher_config: Mapping[str, Any]
+    objectives: tuple[tuple[str, str], ...]
+    max_params: int | None = None
+    min_quality: float | None = None
+    max_latency_ms: float | None = None
+    trial_fn: str | None = None
+
+
+def evaluate_candidate(context: TrialContext, candidate: Candidate,
+                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or, when it breaks ``max_params``, only size) one candidate.
+
+    Returns:
+        ``{"metrics": {objectives, params, quality, <task>: score, disk_mb, latency_ms}, "feasible":
+        bool, "result": run_trial's dict}``; every objective is in ``metrics``.
+
+    Raises:
+        FloatingPointError: when an objective is NaN or infinite (the trial failed).
+        KeyError: when the trial's result lacks an objective.
+    """
+    params = student_parameters(context.teacher_config, candidate)
+    if context.max_params is not None and params > context.max_params:
+        logger.info("%s breaks max_params (%d > %d): not trained", label(candidate), params, context.max_params)
+        metrics = {m: (float(params) if m == "params" else (-PENALTY if d == "max" else PENALTY))
+                   for m, d in context.objectives}
+        result = {"params": params, "infeasible": f"params {params} > max_params {context.max_params}"}
+        return {"metrics": {**metrics, "params": params}, "feasible": False, "result": result}
+    result = _trial_fn(context)(dataclasses.replace(context.plan, candidate=candidate), progress)
+    metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "latency_ms") if key in result}
+    metrics.update(result.get("scores") or {})
+    for metric, _ in context.objectives:
+        if metric not in metrics:
+            raise KeyError(f"trial result has no objective {metric!r} (has {sorted(metrics)})")
+        value = metrics[metric]
+        if value is None or not math.isfinite(float(value)):
+            raise FloatingPointError(f"objective {metric} is {value} for {label(candidate)}")
+    feasible = not (
+        (context.min_quality is not None and metrics.get("quality", -math.inf) < context.min_quality)
+        or (context.max_latency_ms is not None and metrics.get("latency_ms", math.inf) > context.max_latency_ms)
+    )
+    return {"metrics": metrics, "feasible": feasible, "result": result}
+
+
+def _trial_fn(context: TrialContext) -> Callable[..., dict]:
+    if context.trial_fn:
+        module, _, name = context.trial_fn.partition(":")
+        return getattr(importlib.import_module(module), name)
+    from pipeline.trial import run_trial
+
+    return run_trial

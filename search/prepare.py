@@ -1,0 +1,112 @@
+"""Everything before the first trial, without Ray: synthetic data, the teacher, its reference scores
+and the trial context. Used by the driver and by `run_one` (one candidate, no Ray, no MLflow).
+
+The steps, each explicit:
+
+1. `materialise_synthetic`: ``synthetic:NAME/PART`` URIs of the spec become local paths, building the
+   synthetic language (and its teacher, when the spec uses it) once under ``search.synthetic_dir``;
+2. `prepare`: the teacher is adapted to the language (cached under ``search.cache_dir``), its
+   reference scores computed (cached per task), and the `TrialContext` built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.config import Candidate
+from pipeline.plan import TrialPlan
+from pipeline.sizes import config_parameters
+from search.objective import TRIAL_FN_ENV, TrialContext, evaluate_candidate
+from search.schema import Spec
+from search.spec import teacher_config
+
+__all__ = ["materialise_synthetic", "prepare", "run_one"]
+
+logger = logging.getLogger(__name__)
+
+
+def materialise_synthetic(spec: Spec) -> Spec:
+    """``spec`` with every ``synthetic:`` URI replaced by the local path it names, built on first use.
+
+    A spec without synthetic sources comes back unchanged.
+    """
+    uris = [spec.teacher.model, spec.data.corpus.source, spec.data.heldout.source,
+            *(task.source for task in spec.data.tasks.values())]
+    if not any(uri.startswith("synthetic:") for uri in uris):
+        return spec
+    from pipeline import synthetic
+
+    def local(uri: str) -> str:
+        return synthetic.resolve(uri, spec.search.synthetic_dir) if uri.startswith("synthetic:") else uri
+
+    def source(value):
+        return dataclasses.replace(value, source=local(value.source))
+
+    data = spec.data.model_copy(update={
+        "corpus": source(spec.data.corpus), "heldout": source(spec.data.heldout),
+        "tasks": {name: source(task) for name, task in spec.data.tasks.items()},
+    })
+    teacher = spec.teacher.model_copy(update={"model": local(spec.teacher.model)})
+    return spec.model_copy(update={"teacher": teacher, "data": data})
+
+
+def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[TrialContext, dict[str, Any]]:
+    """Materialise synthetic data, adapt the teacher (cached) and compute its reference scores.
+
+    With the testing hook ``LRL_TRIAL_FN`` set, the teacher is used as given and no reference is
+    computed (fake trials need neither).
+
+    Returns:
+        The `TrialContext` for the trials and the teacher's reference: ``params`` and, when the spec
+        has tasks, ``quality``, ``disk_mb`` and one score per task.
+    """
+    spec = materialise_synthetic(spec)
+    config = teacher_config(spec)
+    teacher = spec.teacher.model
+    reference: dict[str, Any] = {}
+    trial_fn = os.environ.get(TRIAL_FN_ENV) or None
+    if trial_fn is None:
+        from pipeline.trial import prepare_teacher, teacher_reference
+
+        cache_dir = spec.search.cache_dir
+        logger.info("preparing the teacher %s", teacher)
+        started = time.time()
+        # device None: the pipeline takes CUDA where the driver's node has it (a head node may not).
+        teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
+        logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
+                    ", ".join(spec.data.tasks) or "no tasks")
+        if spec.data.tasks:
+            reference = _flat(teacher_reference(teacher, spec.data.tasks, spec.evaluation, cache_dir,
+                                                progress=progress))
+    reference["params"] = config_parameters(config)
+    plan = TrialPlan(
+        teacher=teacher, candidate=None, order=spec.stages.order, corpus=spec.data.corpus, heldout=spec.data.heldout,
+        distill=spec.distill, prune=spec.prune, truncate=spec.truncate, trim_vocab=spec.trim_vocab,
+        tasks=dict(spec.data.tasks), evaluation=spec.evaluation, cache_dir=spec.search.cache_dir,
+        device="cuda" if spec.search.resources.gpu > 0 else None, measure_latency=spec.measures_latency,
+    )
+    constraints = spec.constraints
+    context = TrialContext(
+        plan=plan, teacher_config=config, objectives=tuple((o.metric, o.direction) for o in spec.objectives),
+        max_params=constraints.max_params, min_quality=constraints.min_quality,
+        max_latency_ms=constraints.max_latency_ms, trial_fn=trial_fn,
+    )
+    return context, reference
+
+
+def run_one(spec: Spec, candidate: Candidate, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One candidate of ``spec`` without Ray or MLflow: prepares the teacher (cached), runs the trial."""
+    context, _ = prepare(spec, progress)
+    return evaluate_candidate(context, candidate, progress)
+
+
+def _flat(reference: dict[str, Any]) -> dict[str, Any]:
+    """Numbers of the teacher reference at the top level: ``quality``, one score per task, ..."""
+    flat = {k: v for k, v in reference.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    flat.update({k: v for k, v in (reference.get("scores") or {}).items() if isinstance(v, (int, float))})
+    return flat

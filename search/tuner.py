@@ -1,0 +1,186 @@
+"""Ray Tune around the objective: the trainable, the Tuner and its callback. The only module that
+imports ray.
+
+The trainable turns sampled values into a candidate, calls `search.objective.evaluate_candidate` and
+makes the one ``tune.report`` of the trial. The searcher is ``OptunaSearch`` (several objectives, the
+spec's seeded sampler, the study in SQLite) behind a ``ConcurrencyLimiter``. The callback hands each
+finished or failed trial to the driver's `search.driver.TrialBook` in the driver process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Stack notes: importing torch for the first time after ray.init() crashed with an MKL error in
+# Ray jobs; import it before anything starts Ray.
+import torch  # noqa: F401
+import ray
+from ray import tune
+from ray.tune import Callback
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from pipeline.config import Candidate
+from search.objective import TrialContext, evaluate_candidate
+from search.sampler import distributions, make_sampler, study_storage
+from search.schema import Spec
+from search.space import label, to_candidate
+
+__all__ = ["Outcome", "run_tuner", "trainable"]
+
+logger = logging.getLogger(__name__)
+
+
+def trainable(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune function trainable: one candidate, one ``tune.report`` with every objective.
+
+    An exception (a NaN loss's FloatingPointError included) fails the trial; Tune retries it up to
+    ``search.max_failures`` times.
+    """
+    candidate = to_candidate(config)
+    name = label(candidate)
+
+    def progress(message: str) -> None:
+        print(f"[{name}] {message}", file=sys.stderr, flush=True)
+
+    progress("start")
+    outcome = evaluate_candidate(context, candidate, progress)
+    tune.report({**outcome["metrics"], "feasible": int(outcome["feasible"]),
+                 "result_json": json.dumps(outcome["result"], default=str)})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One trial as Tune ended it: its id, candidate, last reported metrics and error text (or None)."""
+
+    trial_id: str | None
+    candidate: Candidate
+    metrics: dict[str, Any]
+    error: str | None
+
+
+class _Forward(Callback):
+    """Hands finished and failed trials to the driver's TrialBook, in the driver process.
+
+    Tune pickles its callbacks into the experiment folder and a restored Tuner brings them back from
+    there: the book is left out of the pickle (`__getstate__`) and `run_tuner` attaches the current
+    one after a restore. With Ray Client (``ray://``) Tune runs on the head node, where no book
+    exists: the driver then records every trial from the results when the search ends.
+    """
+
+    def __init__(self, book: Any, max_failures: int) -> None:
+        self.book, self.max_failures = book, max_failures
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "book": None}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        logger.info("trial %s %s started", trial.trial_id, _label(trial.config))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.book is not None:
+            _safe(self.book.finished, trial.trial_id, to_candidate(trial.config), trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self.book is not None:
+            _safe(self.book.failed, trial.trial_id, to_candidate(trial.config), _error_text(trial), trial.num_failures)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        if self.book is not None:
+            _safe(self.book.retrying, trial.trial_id, to_candidate(trial.config), _error_text(trial),
+                  trial.num_failures, self.max_failures + 1)
+
+
+def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterator[Outcome]:
+    """Start or join Ray, run (or restore and continue) the Tune experiment ``name``, yield every trial.
+
+    Args:
+        spec: the search's spec (sampler, resources, failures, storage, Ray address).
+        context: what every trial needs.
+        name: the experiment's folder under ``search.storage_path``; restored when it exists.
+        book: the driver's `search.driver.TrialBook`, told of each trial as it ends.
+    """
+    _ray_init(spec.ray.address)
+    _preload()
+    storage = Path(spec.search.storage_path)
+    storage.mkdir(parents=True, exist_ok=True)
+    resources = {"cpu": spec.search.resources.cpu, "gpu": spec.search.resources.gpu}
+    fn = tune.with_resources(tune.with_parameters(trainable, context=context), resources)
+    callback = _Forward(book, spec.search.max_failures)
+    path = storage / name
+    if path.exists() and tune.Tuner.can_restore(str(path)):
+        logger.info("restoring the Tune experiment %s", path)
+        tuner = tune.Tuner.restore(str(path), trainable=fn, resume_errored=True)
+        # Ray 2.60 restores the run config, callbacks included, from the experiment's tuner.pkl and
+        # offers no public setter: hand the restored run the current callback.
+        tuner._local_tuner.get_run_config().callbacks = [callback]
+    else:
+        metrics, modes = zip(*context.objectives)
+        searcher = OptunaSearch(
+            space=distributions(spec), metric=list(metrics), mode=list(modes),
+            sampler=make_sampler(spec, context.teacher_config), storage=study_storage(spec.study_storage),
+            study_name=name,
+        )
+        tuner = tune.Tuner(
+            fn,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
+                num_samples=spec.search.num_samples, reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(storage), callbacks=[callback], verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
+            ),
+        )
+    for result in tuner.fit():
+        metrics = result.metrics or {}
+        error = None if result.error is None else str(result.error)
+        yield Outcome(metrics.get("trial_id"), to_candidate(result.config), metrics, error)
+
+
+def _ray_init(address: str) -> None:
+    if ray.is_initialized():
+        return
+    if address == "local":
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    elif address.startswith(("http://", "https://")):
+        # A job-submission address: inside `ray job submit` the driver attaches with "auto".
+        ray.init(address="auto")
+    else:
+        ray.init(address=address)
+
+
+def _preload() -> None:
+    """Import now what the callback needs later (the driver's code folder may vanish in a Ray job)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def _safe(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # tracking must not kill the search; the driver reconciles when the search ends
+        logger.exception("recording the trial failed; it is retried when the search ends")
+
+
+def _label(config: dict[str, Any]) -> str:
+    try:
+        return label(to_candidate(config))
+    except (KeyError, TypeError, ValueError):
+        return str(config)
+
+
+def _error_text(trial) -> str:
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    return str(trial.get_error() or "unknown error")
+

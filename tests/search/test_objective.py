@@ -1,0 +1,72 @@
+"""The objective without Ray: a candidate in, a result dict out; constraints, NaN, one trial alone."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from pipeline.config import STAGES, Candidate, CorpusSource
+from pipeline.plan import TrialPlan
+from search.objective import PENALTY, TrialContext, evaluate_candidate
+from search.space import student_parameters
+from tests.search.fakes import TEACHER_CONFIG, write_spec
+
+
+def context(tmp_path, **kwargs) -> TrialContext:
+    teacher = tmp_path / "teacher"
+    teacher.mkdir(exist_ok=True)
+    (teacher / "config.json").write_text(json.dumps(TEACHER_CONFIG))
+    plan = TrialPlan(teacher=str(teacher), candidate=None, order=STAGES, corpus=CorpusSource("corpus.txt"),
+                     heldout=CorpusSource("corpus.txt"), cache_dir=str(tmp_path / "cache"))
+    base = dict(plan=plan, teacher_config=TEACHER_CONFIG, objectives=(("quality", "max"), ("params", "min")),
+                trial_fn="tests.search.fakes:fake_trial")
+    return TrialContext(**{**base, **kwargs})
+
+
+def test_result_has_every_objective(tmp_path):
+    ctx = context(tmp_path, objectives=(("quality", "max"), ("params", "min"), ("pos", "max")))
+    c = Candidate(2, 16, 32, None)
+    outcome = evaluate_candidate(ctx, c)
+    assert outcome["metrics"]["params"] == student_parameters(TEACHER_CONFIG, c)
+    assert {"quality", "params", "pos", "topic", "disk_mb"} <= set(outcome["metrics"])
+    assert outcome["feasible"] is True
+    assert outcome["result"]["model_dir"].endswith("L2-F16-H32-Vfull-stride")
+
+
+def test_max_params_candidate_is_not_trained(tmp_path):
+    small, big = Candidate(1, 16, 16, 100), Candidate(3, 37, 32, None)
+    limit = student_parameters(TEACHER_CONFIG, small) + 1
+    ctx = context(tmp_path, max_params=limit, trial_fn="tests.search.fakes:no_trial")
+    outcome = evaluate_candidate(ctx, big)
+    assert outcome["feasible"] is False and outcome["metrics"]["params"] == student_parameters(TEACHER_CONFIG, big)
+    assert outcome["metrics"]["quality"] == -PENALTY
+
+
+def test_nan_objective_fails_the_trial(tmp_path):
+    ctx = context(tmp_path, trial_fn="tests.search.fakes:nan_trial")
+    with pytest.raises(FloatingPointError, match="quality is nan"):
+        evaluate_candidate(ctx, Candidate(2, 16, 32, None))
+
+
+def test_missing_objective_is_named(tmp_path):
+    ctx = context(tmp_path, objectives=(("ner", "max"),))
+    with pytest.raises(KeyError, match="no objective 'ner'"):
+        evaluate_candidate(ctx, Candidate(2, 16, 32, None))
+
+
+def test_min_quality_marks_infeasible(tmp_path):
+    outcome = evaluate_candidate(context(tmp_path, min_quality=0.99), Candidate(2, 16, 32, None))
+    assert outcome["feasible"] is False and math.isfinite(outcome["metrics"]["quality"])
+
+
+def test_run_one_without_ray(tmp_path, monkeypatch):
+    from search.prepare import run_one
+    from search.spec import load_spec
+
+    monkeypatch.setenv("LRL_TRIAL_FN", "tests.search.fakes:fake_trial")
+    spec = load_spec(write_spec(tmp_path))
+    outcome = run_one(spec, Candidate(2, 16, 32, 100))
+    assert outcome["feasible"] and outcome["metrics"]["params"] == student_parameters(TEACHER_CONFIG, Candidate(2, 16, 32, 100))
+    assert outcome["result"]["node_id"] is None
