@@ -25,7 +25,8 @@ from pipeline.config import DistillConfig
 from pipeline.corpus import read_corpus, split_heldout
 from pipeline.errors import UsageError
 from pipeline.losses import distill_loss
-from pipeline.mlm import encode, max_sequence_length, mlm_batches
+from pipeline.families import max_positions
+from pipeline.mlm import encode, mlm_batches
 
 __all__ = ["layer_indices", "init_student", "distill", "distill_step", "train_loop", "add_arguments", "main"]
 
@@ -195,7 +196,7 @@ def train_loop(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    length = min(max_length, max_sequence_length(model.config))
+    length = min(max_length, max_positions(model.config))
     rows, heldout_rows = encode(tokenizer, texts, length), encode(tokenizer, heldout, length)
     if not rows:
         raise UsageError("the training corpus is empty after tokenisation")

@@ -19,8 +19,9 @@ from pipeline import modeling
 from pipeline.config import PruneConfig
 from pipeline.corpus import read_corpus
 from pipeline.errors import UsageError
+from pipeline.families import max_positions
 from pipeline.losses import mlm_loss
-from pipeline.mlm import encode, max_sequence_length, mlm_batches
+from pipeline.mlm import encode, mlm_batches
 
 __all__ = ["prune_ffn", "importance", "add_arguments", "main"]
 
@@ -50,7 +51,7 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig) -> tuple[to
     ffn = torch.zeros(len(stack), config.intermediate_size)
     head_scores = torch.zeros(len(stack), heads)
     generator = torch.Generator().manual_seed(cfg.seed)
-    rows = encode(tokenizer, texts, min(cfg.max_length, max_sequence_length(config)))
+    rows = encode(tokenizer, texts, min(cfg.max_length, max_positions(config)))
     if not rows:
         raise UsageError("pruning needs held-out text: the corpus is empty after tokenisation")
     was_training = model.training
