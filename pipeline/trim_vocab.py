@@ -84,11 +84,11 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
     family = family_of(model.config)
     keep, counts = kept_ids(tokenizer, texts, vocab_size, cfg)
     new_tokenizer = _rebuild_tokenizer(tokenizer, keep, family)
-    index = torch.tensor(keep, dtype=torch.long)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach()
-        state[name] = tensor[index].clone() if name in family.vocab_tensors else tensor.clone()
+    index = torch.tensor(keep, dtype=torch.long)  # [new vocab_size], ascending old ids
+    state = {
+        name: modeling.select(tensor, (0,) if name in family.vocab_tensors else (), index)
+        for name, tensor in model.state_dict().items()
+    }
     changes = {"vocab_size": len(keep)}
     for token in ("pad", "bos", "eos", "sep", "cls"):
         new_id = getattr(new_tokenizer, f"{token}_token_id", None)

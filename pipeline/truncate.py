@@ -64,14 +64,13 @@ def truncate_hidden(model, tokenizer, hidden_size: int, method: str = "first"):
     if method not in ("first", "svd"):
         raise UsageError(f"truncation method {method!r} is not one of first, svd")
     family = family_of(config)
+    first = torch.arange(hidden_size)  # [K]
     state = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach()
         if method == "svd" and tensor.ndim == 2 and "position" not in name and "token_type" not in name:
             tensor = _low_rank(tensor, hidden_size)
-        for dim in _hidden_dims(name, tensor, family):
-            tensor = tensor.narrow(dim, 0, hidden_size)
-        state[name] = tensor.clone()
+        state[name] = modeling.select(tensor, _hidden_dims(name, tensor, family), first)
     new = modeling.rebuild(model, state, hidden_size=hidden_size)
     log.info("truncated hidden size %d -> %d (%s)", config.hidden_size, hidden_size, method)
     return new, tokenizer
