@@ -54,29 +54,47 @@ def init_student(teacher, num_hidden_layers: int, init: str, *, seed: int = 0):
     """A student with ``num_hidden_layers`` layers copied from ``teacher`` by strategy ``init``.
 
     Everything outside the layer stack (embeddings, MLM head, tied decoder) is copied; with
-    ``random`` the layers keep a fresh (seeded) initialisation.
+    ``random`` the layers are those of a fresh Hugging Face initialisation after
+    ``torch.manual_seed(seed)``, so the same seed gives the same weights. Torch's global random
+    state is left as it was. The student is in training mode.
+
+    Args:
+        teacher: a BERT or XLM-R ``...ForMaskedLM`` (left unchanged).
+        num_hidden_layers: the student's layer count ``k``.
+        init: a strategy of `INITS`.
+        seed: seeds the initialisation of ``random`` layers.
+
+    Returns:
+        The student, of the teacher's class and dtype.
 
     Raises:
         UsageError: see `layer_indices`.
     """
     indices = layer_indices(teacher.config.num_hidden_layers, num_hidden_layers, init)
-    config = teacher.config.__class__.from_dict({**teacher.config.to_dict(), "num_hidden_layers": num_hidden_layers})
+    stack, teacher_state = _stack_prefix(teacher), teacher.state_dict()
+    state = {name: tensor.detach() for name, tensor in teacher_state.items() if not name.startswith(stack)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        student = type(teacher)(config).to(next(teacher.parameters()).dtype)
-    state = student.state_dict()
-    stack = _stack_prefix(teacher)
-    for name, tensor in teacher.state_dict().items():
-        if not name.startswith(stack):
-            state[name] = tensor.detach().clone()
-        elif indices is not None:
-            index, rest = name[len(stack) :].split(".", 1)
-            if int(index) in indices:
-                state[f"{stack}{indices.index(int(index))}.{rest}"] = tensor.detach().clone()
-    student.load_state_dict(state, strict=True)
-    student.tie_weights()
+        if indices is None:
+            layers = modeling.fresh(teacher, num_hidden_layers=num_hidden_layers).state_dict()
+            state.update({name: tensor for name, tensor in layers.items() if name.startswith(stack)})
+        else:
+            state.update(_renumbered_layers(teacher_state, stack, indices))
+        student = modeling.rebuild(teacher, state, num_hidden_layers=num_hidden_layers)
+    student.train()  # a new student trains next, as the stock constructor leaves it
     log.info("student with %d layers, init %s from teacher layers %s", num_hidden_layers, init, indices)
     return student
+
+
+def _renumbered_layers(state: dict[str, torch.Tensor], stack: str, indices: list[int]) -> dict[str, torch.Tensor]:
+    """Teacher layer ``indices[i]`` of ``state`` as layer ``i``; the other layers are left out."""
+    layers = {}
+    for name, tensor in state.items():
+        if name.startswith(stack):
+            index, rest = name[len(stack) :].split(".", 1)
+            if int(index) in indices:
+                layers[f"{stack}{indices.index(int(index))}.{rest}"] = tensor.detach()
+    return layers
 
 
 def _stack_prefix(model) -> str:

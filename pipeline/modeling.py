@@ -24,6 +24,7 @@ __all__ = [
     "base_model",
     "embeddings",
     "family",
+    "fresh",
     "layers",
     "lm_head",
     "load",
@@ -132,6 +133,20 @@ def write_metrics(out: str | Path, metrics: dict) -> Path:
     return path
 
 
+def fresh(model: PreTrainedModel, **config_changes) -> PreTrainedModel:
+    """A newly initialised model of ``model``'s class and dtype with ``config_changes`` applied.
+
+    The weights are the stock Hugging Face initialisation drawn from torch's global random state:
+    seed it first for repeatable weights. The model is in training mode, as the constructor leaves it.
+
+    Args:
+        model: the model whose class, config and dtype are reused.
+        config_changes: new config values, e.g. ``num_hidden_layers=6``.
+    """
+    config = model.config.__class__.from_dict({**model.config.to_dict(), **config_changes})
+    return type(model)(config).to(next(model.parameters()).dtype)
+
+
 def rebuild(model: PreTrainedModel, state_dict: dict[str, torch.Tensor], **config_changes) -> PreTrainedModel:
     """A fresh model of ``model``'s class with ``config_changes`` applied, holding ``state_dict``.
 
@@ -146,8 +161,7 @@ def rebuild(model: PreTrainedModel, state_dict: dict[str, torch.Tensor], **confi
     Raises:
         RuntimeError: when ``state_dict`` does not match the new config.
     """
-    config = model.config.__class__.from_dict({**model.config.to_dict(), **config_changes})
-    new = type(model)(config).to(next(model.parameters()).dtype)
+    new = fresh(model, **config_changes)
     new.load_state_dict(state_dict, strict=True)
     new.tie_weights()
     new.train(model.training)

@@ -33,6 +33,17 @@ def test_rebuild_keeps_weights_and_tie(tiny_bert):
     assert torch.equal(model(input_ids=ids).logits, new(input_ids=ids).logits)
 
 
+def test_fresh_applies_config_changes_and_follows_the_seed(tiny_xlmr):
+    model, _ = modeling.load(tiny_xlmr)
+    torch.manual_seed(0)
+    first = modeling.fresh(model, num_hidden_layers=2)
+    torch.manual_seed(0)
+    second = modeling.fresh(model, num_hidden_layers=2)
+    assert len(modeling.layers(first)) == 2 and model.config.num_hidden_layers == 4
+    assert all(torch.equal(tensor, second.state_dict()[name]) for name, tensor in first.state_dict().items())
+    assert first.training and type(first) is type(model)
+
+
 def test_missing_model_is_usage_error(tmp_path):
     with pytest.raises(UsageError, match="model directory not found"):
         modeling.load(tmp_path / "nothing")
