@@ -2,7 +2,7 @@
 
 `pretrain_from_scratch` builds a model from a config (a directory with ``config.json`` and maybe a
 tokenizer, or a ``config.json`` path) and trains it with the same loop, so a teacher can be made
-offline. The loop is `pipeline.distill.train_loop` with the plain MLM loss.
+offline. The loop is `pipeline.training.train_loop` with the plain MLM loss.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
 from pipeline import modeling
 from pipeline.config import AdaptConfig
-from pipeline.distill import add_training_arguments, default_device, read_training_text, train_loop
 from pipeline.errors import UsageError
+from pipeline.families import family_of
 from pipeline.losses import mlm_loss
-from pipeline.sizes import family_of
+from pipeline.training import TrainConfig, add_training_arguments, default_device, read_training_text, train_loop
 
 __all__ = ["adapt", "pretrain_from_scratch", "add_arguments", "main"]
 
@@ -50,12 +50,7 @@ def adapt(model, tokenizer, texts: list[str], heldout: list[str], cfg: AdaptConf
     Raises:
         FloatingPointError: when the loss becomes NaN or infinite.
     """
-    metrics = train_loop(
-        model, tokenizer, texts, heldout, _mlm,
-        steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-        mlm_probability=cfg.mlm_probability, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-        eval_every=cfg.eval_every, seed=cfg.seed, bf16=cfg.bf16, device=device, desc="adapt",
-    )
+    metrics = train_loop(model, tokenizer, texts, heldout, _mlm, TrainConfig.of(cfg), device=device, desc="adapt")
     return model, tokenizer, metrics
 
 

@@ -20,6 +20,8 @@ import logging
 import torch
 from torch import nn
 
+from pipeline import modeling
+
 __all__ = [
     "AdaptedOutput",
     "BottleneckAdapter",
@@ -71,12 +73,14 @@ class AdaptedOutput(nn.Module):
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a BERT or XLM-R model (base model or one with a head)."""
-    base = getattr(model, "base_model", model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__}: no encoder.layer list (only BERT and XLM-R are supported)")
-    return layers
+    """The transformer layers of a BERT or XLM-R model (base model or one with a head).
+
+    Raises:
+        ValueError: for a module without a Hugging Face config or of an unsupported family.
+    """
+    if not hasattr(model, "config"):
+        raise ValueError(f"{type(model).__name__}: not a Hugging Face model (only BERT and XLM-R are supported)")
+    return modeling.layers(model)
 
 
 def add_adapters(model: nn.Module, reduction_factor: int) -> list[BottleneckAdapter]:

@@ -36,6 +36,7 @@ from pathlib import Path
 from pipeline.config import TASKS, EvalConfig, TaskSource, TaskTraining
 from pipeline.data import TaskData, load_task
 from pipeline.errors import UsageError
+from pipeline.families import max_positions
 from pipeline.metrics import score, task_metric
 
 __all__ = ["add_arguments", "evaluate_task", "main"]
@@ -137,11 +138,7 @@ def _max_length(model_dir: str, wanted: int) -> int:
     """``wanted`` capped at what the model's position embeddings allow."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_dir)
-    limit = config.max_position_embeddings
-    if config.model_type in ("xlm-roberta", "roberta"):
-        limit -= (config.pad_token_id or 0) + 1  # positions start after the padding index
-    return min(wanted, limit)
+    return min(wanted, max_positions(AutoConfig.from_pretrained(model_dir)))
 
 
 def _most_frequent(data: TaskData) -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForMaskedLM
 
+from pipeline.families import max_positions
+
 __all__ = ["disk_mb", "latency_ms"]
 
 
@@ -38,8 +40,7 @@ def latency_ms(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = AutoModelForMaskedLM.from_pretrained(model_dir).to(device).eval()
     config = model.config
-    offset = int(config.pad_token_id or 0) + 1 if config.model_type in ("xlm-roberta", "roberta") else 0
-    seq_len = min(seq_len, config.max_position_embeddings - offset)
+    seq_len = min(seq_len, max_positions(config))
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, config.vocab_size, (batch_size, seq_len), generator=generator).to(device)
     times = []

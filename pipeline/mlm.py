@@ -10,16 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["encode", "collate", "mask_tokens", "mlm_batches", "max_sequence_length"]
-
-
-def max_sequence_length(config) -> int:
-    """The longest input the model's position table allows (XLM-R positions start after ``pad_token_id``)."""
-    positions = int(config.max_position_embeddings)
-    if config.model_type in ("xlm-roberta", "roberta", "camembert"):
-        pad = config.pad_token_id if config.pad_token_id is not None else 1
-        return positions - int(pad) - 1
-    return positions
+__all__ = ["encode", "collate", "mask_tokens", "mlm_batches"]
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:

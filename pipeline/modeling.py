@@ -1,8 +1,9 @@
 """Loading, saving and family-specific access to BERT and XLM-R masked-LM models.
 
 Stage code never spells ``model.roberta`` or ``model.cls.predictions``: it asks this module for the
-encoder, the layer stack, the embeddings or the MLM head. Weight surgery builds a fresh model from an
-edited config and loads an edited state dict into it (`rebuild`), so the decoder stays tied to the
+encoder, the layer stack, the embeddings or the MLM head, found through the family table
+(`pipeline.families`). Weight surgery slices tensors with `select`, builds a fresh model from an
+edited config and loads the edited state dict into it (`rebuild`), so the decoder stays tied to the
 word embeddings exactly as the stock class ties it.
 """
 
@@ -17,12 +18,13 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from pipeline.errors import UsageError
-from pipeline.sizes import family_of
+from pipeline.families import family_of
 
 __all__ = [
     "base_model",
     "embeddings",
     "family",
+    "fresh",
     "layers",
     "lm_head",
     "load",
@@ -30,23 +32,21 @@ __all__ = [
     "load_tokenizer",
     "rebuild",
     "save",
+    "select",
     "write_metrics",
 ]
 
 log = logging.getLogger(__name__)
 
-# family -> (attribute of the encoder on the MLM model, attribute path of the MLM head)
-_FAMILY = {"xlmr": ("roberta", "lm_head"), "bert": ("bert", "cls.predictions")}
-
 
 def family(model: PreTrainedModel) -> str:
     """``"xlmr"`` or ``"bert"`` for a loaded model."""
-    return family_of(model.config.to_dict())
+    return family_of(model.config).name
 
 
 def base_model(model: PreTrainedModel) -> nn.Module:
-    """The encoder (``model.roberta`` or ``model.bert``)."""
-    return getattr(model, _FAMILY[family(model)][0])
+    """The encoder (``model.roberta`` or ``model.bert``); a model without a head is its own encoder."""
+    return getattr(model, family_of(model.config).encoder, model)
 
 
 def embeddings(model: PreTrainedModel) -> nn.Module:
@@ -62,7 +62,7 @@ def layers(model: PreTrainedModel) -> nn.ModuleList:
 def lm_head(model: PreTrainedModel) -> nn.Module:
     """The MLM head: has ``decoder`` (tied to the word embeddings) and ``bias``."""
     head = model
-    for name in _FAMILY[family(model)][1].split("."):
+    for name in family_of(model.config).lm_head.split("."):
         head = getattr(head, name)
     return head
 
@@ -133,6 +133,20 @@ def write_metrics(out: str | Path, metrics: dict) -> Path:
     return path
 
 
+def fresh(model: PreTrainedModel, **config_changes) -> PreTrainedModel:
+    """A newly initialised model of ``model``'s class and dtype with ``config_changes`` applied.
+
+    The weights are the stock Hugging Face initialisation drawn from torch's global random state:
+    seed it first for repeatable weights. The model is in training mode, as the constructor leaves it.
+
+    Args:
+        model: the model whose class, config and dtype are reused.
+        config_changes: new config values, e.g. ``num_hidden_layers=6``.
+    """
+    config = model.config.__class__.from_dict({**model.config.to_dict(), **config_changes})
+    return type(model)(config).to(next(model.parameters()).dtype)
+
+
 def rebuild(model: PreTrainedModel, state_dict: dict[str, torch.Tensor], **config_changes) -> PreTrainedModel:
     """A fresh model of ``model``'s class with ``config_changes`` applied, holding ``state_dict``.
 
@@ -147,12 +161,32 @@ def rebuild(model: PreTrainedModel, state_dict: dict[str, torch.Tensor], **confi
     Raises:
         RuntimeError: when ``state_dict`` does not match the new config.
     """
-    config = model.config.__class__.from_dict({**model.config.to_dict(), **config_changes})
-    new = type(model)(config).to(next(model.parameters()).dtype)
+    new = fresh(model, **config_changes)
     new.load_state_dict(state_dict, strict=True)
     new.tie_weights()
     new.train(model.training)
     return new
+
+
+def select(tensor: torch.Tensor, dims: tuple[int, ...], index: torch.Tensor) -> torch.Tensor:
+    """The entries ``index`` of ``tensor`` along each of ``dims``, as a new contiguous tensor.
+
+    The one slicing rule of weight surgery: pruning keeps neurons and head dimensions, truncation
+    the first ``K`` hidden dimensions, trimming the kept vocabulary ids.
+
+    Args:
+        tensor: any weight, e.g. ``[intermediate_size, hidden_size]``; it is not modified.
+        dims: the dimensions to index, each of the same size; ``()`` returns a plain copy.
+        index: 1-D ``[k]`` positions to keep, in the order they should appear.
+
+    Returns:
+        A detached tensor with size ``k`` along every dimension in ``dims``.
+    """
+    out = tensor.detach()
+    index = index.to(out.device)
+    for dim in dims:
+        out = out.index_select(dim, index)  # a fresh contiguous copy
+    return out if dims else out.clone(memory_format=torch.contiguous_format)
 
 
 def _first_line(error: BaseException) -> str:

@@ -19,8 +19,9 @@ from pipeline import modeling
 from pipeline.config import PruneConfig
 from pipeline.corpus import read_corpus
 from pipeline.errors import UsageError
+from pipeline.families import max_positions
 from pipeline.losses import mlm_loss
-from pipeline.mlm import encode, max_sequence_length, mlm_batches
+from pipeline.mlm import encode, mlm_batches
 
 __all__ = ["prune_ffn", "importance", "add_arguments", "main"]
 
@@ -50,7 +51,7 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig) -> tuple[to
     ffn = torch.zeros(len(stack), config.intermediate_size)
     head_scores = torch.zeros(len(stack), heads)
     generator = torch.Generator().manual_seed(cfg.seed)
-    rows = encode(tokenizer, texts, min(cfg.max_length, max_sequence_length(config)))
+    rows = encode(tokenizer, texts, min(cfg.max_length, max_positions(config)))
     if not rows:
         raise UsageError("pruning needs held-out text: the corpus is empty after tokenisation")
     was_training = model.training
@@ -112,18 +113,20 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
             prefix[id(module)] = name
     for index, layer in enumerate(modeling.layers(model)):
         p = prefix[id(layer)]
-        rows = keep[index].to(home)
-        for key in ("weight", "bias"):
-            state[f"{p}.intermediate.dense.{key}"] = state[f"{p}.intermediate.dense.{key}"][rows]
-        state[f"{p}.output.dense.weight"] = state[f"{p}.output.dense.weight"][:, rows]
+        rows = keep[index]  # [F]
+        for key in ("weight", "bias"):  # [F, H] and [F]
+            name = f"{p}.intermediate.dense.{key}"
+            state[name] = modeling.select(state[name], (0,), rows)
+        name = f"{p}.output.dense.weight"  # [H, F]
+        state[name] = modeling.select(state[name], (1,), rows)
         if head_order is not None:
-            dims = (head_order[index][:, None] * head_dim + torch.arange(head_dim)).flatten().to(home)
+            dims = (head_order[index][:, None] * head_dim + torch.arange(head_dim)).flatten()  # [H]
             for proj in ("query", "key", "value"):
-                for key in ("weight", "bias"):
+                for key in ("weight", "bias"):  # [H, H] and [H]: output rows are head dimensions
                     name = f"{p}.attention.self.{proj}.{key}"
-                    state[name] = state[name][dims]
-            name = f"{p}.attention.output.dense.weight"
-            state[name] = state[name][:, dims]
+                    state[name] = modeling.select(state[name], (0,), dims)
+            name = f"{p}.attention.output.dense.weight"  # [H, H]: input columns are head dimensions
+            state[name] = modeling.select(state[name], (1,), dims)
     new = modeling.rebuild(model, state, intermediate_size=intermediate_size)
     log.info("pruned FFN %d -> %d in %d layers", width, intermediate_size, len(keep))
     return new, tokenizer, {"params": new.num_parameters(), "intermediate_size": intermediate_size}

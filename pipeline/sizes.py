@@ -11,23 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["count_parameters", "config_parameters", "family_of"]
+from pipeline import families
 
-_FAMILIES = {"xlm-roberta": "xlmr", "roberta": "xlmr", "camembert": "xlmr", "bert": "bert"}
+__all__ = ["count_parameters", "config_parameters", "family_of"]
 
 
 def family_of(config: Mapping[str, Any]) -> str:
-    """The model family of a Hugging Face config: ``"xlmr"`` (SentencePiece) or ``"bert"`` (WordPiece).
+    """The name of a config's family, ``"xlmr"`` (SentencePiece) or ``"bert"`` (WordPiece).
+
+    A thin wrapper of `pipeline.families.family_of` for callers that compare or print the name.
 
     Raises:
         ValueError: for a ``model_type`` this project does not compress.
     """
-    model_type = config.get("model_type")
-    if model_type not in _FAMILIES:
-        raise ValueError(
-            f"model_type {model_type!r} is not supported; expected one of {sorted(_FAMILIES)}"
-        )
-    return _FAMILIES[model_type]
+    return families.family_of(config).name
 
 
 def count_parameters(
@@ -61,7 +58,7 @@ def config_parameters(config: Mapping[str, Any], **overrides: int) -> int:
         overrides: replacement values for ``num_hidden_layers``, ``hidden_size``,
             ``intermediate_size`` or ``vocab_size``.
     """
-    family_of(config)
+    families.family_of(config)
     keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size")
     unknown = set(overrides) - set(keys)
     if unknown:

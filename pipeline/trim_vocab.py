@@ -21,14 +21,15 @@ from pipeline import modeling
 from pipeline.config import TrimVocabConfig
 from pipeline.corpus import read_corpus
 from pipeline.errors import UsageError
+from pipeline.families import Family, family_of
 from pipeline.vocab import unigram_pieces
 
 __all__ = ["count_pieces", "kept_ids", "trim_vocab", "add_arguments", "main"]
 
 log = logging.getLogger(__name__)
 
-# the MLM head bias (tied to the decoder bias) has one entry per vocabulary item
-_VOCAB_BIASES = ("lm_head.bias", "cls.predictions.bias")
+# the stock tokenizer class of each tokenizer kind of `pipeline.families`
+_TOKENIZERS = {"unigram": XLMRobertaTokenizer, "wordpiece": BertTokenizer}
 
 
 def count_pieces(tokenizer, texts: list[str], counting: str = "frequency") -> Counter:
@@ -62,7 +63,8 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
 
     Args:
         model: a BERT or XLM-R ``...ForMaskedLM`` (left unchanged).
-        tokenizer: its tokenizer (``XLMRobertaTokenizer`` Unigram or ``BertTokenizer`` WordPiece).
+        tokenizer: its tokenizer, the stock class of the family's kind (XLM-R: ``XLMRobertaTokenizer``,
+            Unigram; BERT: ``BertTokenizer``, WordPiece).
         texts: target-language text to count pieces on.
         vocab_size: the largest vocabulary the result may have; fewer when fewer pieces reach
             ``cfg.min_count``.
@@ -74,20 +76,19 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
 
     Raises:
         UsageError: for a size larger than the current vocabulary, too small for the specials, or a
-            tokenizer kind this stage does not rebuild.
+            tokenizer that is not the stock class of the model family's kind.
     """
     old_size = model.config.vocab_size
     if vocab_size > old_size:
         raise UsageError(f"vocabulary size {vocab_size} is larger than the model's {old_size}")
+    family = family_of(model.config)
     keep, counts = kept_ids(tokenizer, texts, vocab_size, cfg)
-    new_tokenizer = _rebuild_tokenizer(tokenizer, keep)
-    index = torch.tensor(keep, dtype=torch.long)
-    word_key = _word_embeddings_key(model)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach()
-        vocab_sized = name == word_key or name.endswith(("decoder.weight", "decoder.bias")) or name in _VOCAB_BIASES
-        state[name] = tensor[index].clone() if vocab_sized else tensor.clone()
+    new_tokenizer = _rebuild_tokenizer(tokenizer, keep, family)
+    index = torch.tensor(keep, dtype=torch.long)  # [new vocab_size], ascending old ids
+    state = {
+        name: modeling.select(tensor, (0,) if name in family.vocab_tensors else (), index)
+        for name, tensor in model.state_dict().items()
+    }
     changes = {"vocab_size": len(keep)}
     for token in ("pad", "bos", "eos", "sep", "cls"):
         new_id = getattr(new_tokenizer, f"{token}_token_id", None)
@@ -104,18 +105,20 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
     return new, new_tokenizer, metrics
 
 
-def _word_embeddings_key(model) -> str:
-    weight = modeling.embeddings(model).word_embeddings.weight
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if parameter is weight and "embeddings" in name:
-            return name
-    raise RuntimeError("word embeddings not found")
+def _rebuild_tokenizer(tokenizer, keep: list[int], family: Family):
+    """The stock tokenizer class over the kept ids, in their old order, with the old settings.
 
-
-def _rebuild_tokenizer(tokenizer, keep: list[int]):
-    """The stock tokenizer class over the kept ids, in their old order, with the old settings."""
+    Raises:
+        UsageError: when ``tokenizer`` is not the stock class of the family's tokenizer kind.
+    """
+    expected = _TOKENIZERS[family.tokenizer]
+    if not isinstance(tokenizer, expected):
+        raise UsageError(
+            f"tokenizer {type(tokenizer).__name__} is not supported: the {family.name} family needs "
+            f"{expected.__name__} ({family.tokenizer})"
+        )
     common = {"model_max_length": tokenizer.model_max_length}
-    if isinstance(tokenizer, XLMRobertaTokenizer):
+    if family.tokenizer == "unigram":
         pieces = unigram_pieces(tokenizer)
         if pieces[3][0] != tokenizer.unk_token:
             raise UsageError("XLM-R tokenizer must have <unk> at id 3 to be rebuilt")
@@ -124,17 +127,14 @@ def _rebuild_tokenizer(tokenizer, keep: list[int]):
         )
         new.backend_tokenizer.normalizer = tokenizer.backend_tokenizer.normalizer
         return new
-    if isinstance(tokenizer, BertTokenizer):
-        inverse = {index: token for token, index in tokenizer.get_vocab().items()}
-        return BertTokenizer(
-            vocab={inverse[old]: new for new, old in enumerate(keep)},
-            do_lower_case=tokenizer.do_lower_case,
-            tokenize_chinese_chars=tokenizer.tokenize_chinese_chars,
-            strip_accents=tokenizer.strip_accents,
-            **common,
-        )
-    name = type(tokenizer).__name__
-    raise UsageError(f"tokenizer {name} is not supported: expected XLMRobertaTokenizer or BertTokenizer")
+    inverse = {index: token for token, index in tokenizer.get_vocab().items()}
+    return BertTokenizer(
+        vocab={inverse[old]: new for new, old in enumerate(keep)},
+        do_lower_case=tokenizer.do_lower_case,
+        tokenize_chinese_chars=tokenizer.tokenize_chinese_chars,
+        strip_accents=tokenizer.strip_accents,
+        **common,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,26 +14,22 @@ import torch
 
 from pipeline import modeling
 from pipeline.errors import UsageError
+from pipeline.families import Family, family_of
 
 __all__ = ["truncate_hidden", "add_arguments", "main"]
 
 log = logging.getLogger(__name__)
 
-# the MLM head bias (tied to the decoder bias) has one entry per vocabulary item
-_VOCAB_BIASES = ("lm_head.bias", "cls.predictions.bias")
 
-
-def _hidden_dims(name: str, tensor: torch.Tensor) -> tuple[int, ...]:
+def _hidden_dims(name: str, tensor: torch.Tensor, family: Family) -> tuple[int, ...]:
     """The dimensions of a parameter that have the hidden size (by its role, not its shape)."""
+    if name in family.vocab_tensors:
+        return (1,) if tensor.ndim == 2 else ()  # word embeddings and decoder [V, H]; biases [V]
     if tensor.ndim == 1:
-        # biases of FFN-in and of the decoder have F and V entries; everything else is hidden-sized
-        if name.endswith(("intermediate.dense.bias", "decoder.bias")) or name in _VOCAB_BIASES:
-            return ()
-        return (0,)
-    if "embeddings" in name or name.endswith("decoder.weight"):
-        return (1,)  # [V or positions, H]
-    if name.endswith("intermediate.dense.weight"):
-        return (1,)  # [F, H]
+        # the FFN-in bias has F entries; every other bias and LayerNorm vector is hidden-sized
+        return () if name.endswith("intermediate.dense.bias") else (0,)
+    if "embeddings" in name or name.endswith("intermediate.dense.weight"):
+        return (1,)  # [positions or token types, H], [F, H]
     if name.endswith("output.dense.weight") and "attention" not in name:
         return (0,)  # [H, F]
     return (0, 1)  # [H, H]
@@ -67,14 +63,14 @@ def truncate_hidden(model, tokenizer, hidden_size: int, method: str = "first"):
         raise UsageError(f"hidden size {hidden_size} is not divisible by num_attention_heads={heads}")
     if method not in ("first", "svd"):
         raise UsageError(f"truncation method {method!r} is not one of first, svd")
+    family = family_of(config)
+    first = torch.arange(hidden_size)  # [K]
     state = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach()
         if method == "svd" and tensor.ndim == 2 and "position" not in name and "token_type" not in name:
             tensor = _low_rank(tensor, hidden_size)
-        for dim in _hidden_dims(name, tensor):
-            tensor = tensor.narrow(dim, 0, hidden_size)
-        state[name] = tensor.clone()
+        state[name] = modeling.select(tensor, _hidden_dims(name, tensor, family), first)
     new = modeling.rebuild(model, state, hidden_size=hidden_size)
     log.info("truncated hidden size %d -> %d (%s)", config.hidden_size, hidden_size, method)
     return new, tokenizer

@@ -45,6 +45,20 @@ def test_init_copies_named_layers_and_everything_outside(fixture, init, request)
     assert student.get_output_embeddings().weight is student.get_input_embeddings().weight
 
 
+def test_random_init_is_seeded_and_leaves_the_global_random_state(tiny_bert):
+    teacher, _ = modeling.load(tiny_bert)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = init_student(teacher, 2, "random", seed=5)
+    assert torch.equal(torch.rand(3), expected)
+    same, other = init_student(teacher, 2, "random", seed=5), init_student(teacher, 2, "random", seed=6)
+    state = first.state_dict()
+    assert all(torch.equal(tensor, same.state_dict()[name]) for name, tensor in state.items())
+    assert any(not torch.equal(tensor, other.state_dict()[name]) for name, tensor in state.items())
+    assert first.training and first.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
+
+
 def test_steps_zero_cli_writes_exact_copy(tiny_xlmr, shared_data, tmp_path):
     flores = shared_data / "mt" / "raw-extra" / "flores" / "dev.mlt_Latn"
     out = tmp_path / "s"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoTokenizer
 
-from pipeline.mlm import encode, mask_tokens, max_sequence_length, mlm_batches
+from pipeline.mlm import encode, mask_tokens, mlm_batches
 
 
 def test_mask_tokens_statistics():
@@ -42,10 +42,3 @@ def test_batches(tiny_xlmr, maltese_sentences):
         padding = batch["attention_mask"] == 0
         assert (batch["labels"][padding] == -100).all()
         assert (batch["input_ids"][padding] == tokenizer.pad_token_id).all()
-
-
-def test_max_sequence_length(tiny_xlmr, tiny_bert):
-    from transformers import AutoConfig
-
-    assert max_sequence_length(AutoConfig.from_pretrained(tiny_xlmr)) == 64
-    assert max_sequence_length(AutoConfig.from_pretrained(tiny_bert)) == 64

@@ -1,0 +1,291 @@
+"""The training loop of adaptation and distillation: AdamW, linear decay, best held-out checkpoint.
+
+`train_loop` trains a masked-LM model on masked batches of text with a loss the caller supplies
+(plain MLM in `pipeline.adapt`, MLM plus KD in `pipeline.distill`). Its settings are one
+`TrainConfig`, made from a stage config by `TrainConfig.of`. A terminal gets a tqdm bar; every run,
+terminal or not, logs an INFO line every 5% of its steps (at most 20 lines) with the loss, the time
+spent and an estimate of the time left. The command-line options both training commands share live
+here too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import datetime
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.config import AdaptConfig, CorpusSource, DistillConfig
+from pipeline.corpus import read_corpus, split_heldout
+from pipeline.errors import UsageError
+from pipeline.families import max_positions
+from pipeline.mlm import encode, mlm_batches
+
+__all__ = [
+    "PROGRESS_LINES",
+    "LossFn",
+    "TrainConfig",
+    "add_training_arguments",
+    "default_device",
+    "read_training_text",
+    "train_loop",
+]
+
+log = logging.getLogger(__name__)
+
+# progress lines a run logs at most: one every ceil(total / PROGRESS_LINES) steps
+PROGRESS_LINES = 20
+
+# (model, batch) -> (loss, parts); the batch holds input_ids, attention_mask, labels on the device
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The settings of `train_loop`; defaults serve the fields a stage config does not have.
+
+    Attributes:
+        steps: optimiser steps; ``None`` derives them from ``epochs``.
+        epochs: passes over the training text when ``steps`` is ``None``.
+        lr: peak AdamW learning rate.
+        batch_size: sequences per forward pass.
+        grad_accum: forward passes per optimiser step.
+        max_length: longest sequence in tokens (capped by the model's position table).
+        mlm_probability: share of maskable tokens chosen.
+        weight_decay: AdamW weight decay.
+        warmup_steps: steps of linear warm-up before the linear decay.
+        grad_clip: largest gradient norm; ``None`` or 0 clips nothing.
+        eval_every: steps between held-out evaluations (the last step is always evaluated).
+        seed: seeds torch, the batch order and the masking.
+        bf16: bf16 autocast (on CUDA only).
+    """
+
+    steps: int | None
+    epochs: float = 1.0
+    lr: float
+    batch_size: int
+    grad_accum: int = 1
+    max_length: int = 512
+    mlm_probability: float = 0.15
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    eval_every: int = 500
+    seed: int = 0
+    bf16: bool = True
+
+    @classmethod
+    def of(cls, stage: AdaptConfig | DistillConfig) -> TrainConfig:
+        """The loop settings of a stage config: its fields of the same names, defaults for the rest.
+
+        An `AdaptConfig` has no ``epochs``, ``grad_accum`` or ``grad_clip``, so adaptation runs with
+        1 epoch, no accumulation and a gradient clip of 1.0.
+
+        Args:
+            stage: a `DistillConfig` or `AdaptConfig` (any object with ``steps``, ``lr`` and
+                ``batch_size``).
+
+        Returns:
+            The `TrainConfig` with ``stage``'s values.
+        """
+        names = [field.name for field in dataclasses.fields(cls)]
+        return cls(**{name: getattr(stage, name) for name in names if hasattr(stage, name)})
+
+
+def train_loop(
+    model,
+    tokenizer,
+    texts: list[str],
+    heldout: list[str],
+    compute_loss: LossFn,
+    cfg: TrainConfig,
+    *,
+    device=None,
+    desc: str = "train",
+) -> dict:
+    """AdamW with linear decay over masked batches of ``texts``; keeps the best held-out checkpoint.
+
+    Held-out batches are masked with a fixed seed, so their losses compare across evaluations. bf16
+    autocast is used only on CUDA. ``model`` is trained in place and returned to its device.
+
+    Args:
+        model: a ``...ForMaskedLM``, trained in place.
+        tokenizer: its tokenizer.
+        texts: training text, one sentence or document a line.
+        heldout: text for model selection (empty: the first training rows).
+        compute_loss: the loss of one batch, see `LossFn`.
+        cfg: the loop's settings.
+        device: where training runs (default: the model's device).
+        desc: the name in the progress bar, the log lines and error messages.
+
+    Returns:
+        ``params, steps, loss_start, loss_end`` (means of the first and last step losses: ten, or a
+        quarter of the run when shorter),
+        ``heldout_loss`` (best), ``heldout_loss_start``, ``best_step``, ``tokens``, ``seconds``.
+
+    Raises:
+        UsageError: when ``texts`` holds no usable line.
+        FloatingPointError: when a step loss is NaN or infinite.
+    """
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    length = min(cfg.max_length, max_positions(model.config))
+    rows, heldout_rows = encode(tokenizer, texts, length), encode(tokenizer, heldout, length)
+    if not rows:
+        raise UsageError("the training corpus is empty after tokenisation")
+    heldout_rows = heldout_rows or rows[: cfg.batch_size * 4]
+    per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * per_epoch / cfg.grad_accum)
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
+    model.to(device)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext()
+    )
+    vocab_size = model.config.vocab_size
+
+    def heldout_loss() -> float:
+        model.eval()
+        held_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        losses = []
+        with torch.no_grad(), autocast:
+            batches = mlm_batches(
+                tokenizer, heldout_rows, cfg.batch_size, cfg.mlm_probability, held_gen, vocab_size=vocab_size,
+                shuffle=False,
+            )
+            for batch in batches:
+                losses.append(float(compute_loss(model, _to(batch, device))[0]))
+        model.train()
+        return sum(losses) / len(losses)
+
+    metrics = {"steps": total, "loss_start": None, "loss_end": None, "tokens": 0, "best_step": 0}
+    if total == 0:
+        model.to(home)
+        return {**metrics, "params": model.num_parameters(), "heldout_loss": None, "seconds": 0.0}
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _linear(step, cfg.warmup_steps, total))
+    best = heldout_loss()
+    metrics["heldout_loss_start"] = best
+    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    losses: list[float] = []
+    every, logged = math.ceil(total / PROGRESS_LINES), 0
+    started = time.perf_counter()
+    batches = _forever(tokenizer, rows, cfg.batch_size, cfg.mlm_probability, generator, vocab_size)
+    model.train()
+    progress = tqdm(range(1, total + 1), desc=desc, disable=None, leave=False)
+    for step in progress:
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = _to(next(batches), device)
+            with autocast:
+                loss, _ = compute_loss(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss became {float(loss.detach())} at step {step}")
+            (loss / cfg.grad_accum).backward()
+            step_loss += float(loss.detach()) / cfg.grad_accum
+            metrics["tokens"] += int(batch["attention_mask"].sum())
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        progress.set_postfix(loss=f"{step_loss:.4f}")
+        if step % every == 0 or step == total:
+            _log_progress(desc, step, total, losses[logged:], time.perf_counter() - started)
+            logged = step
+        if step % cfg.eval_every == 0 or step == total:
+            current = heldout_loss()
+            log.debug("%s step %d: loss %.4f, held-out %.4f", desc, step, step_loss, current)
+            if current < best:
+                best, metrics["best_step"] = current, step
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    progress.close()
+    model.load_state_dict(best_state)
+    model.to(home)
+    model.eval()
+    window = max(1, min(10, len(losses) // 4))  # a quarter of the run at most, so start and end differ
+    metrics.update(
+        params=model.num_parameters(),
+        loss_start=sum(losses[:window]) / window,
+        loss_end=sum(losses[-window:]) / window,
+        heldout_loss=best,
+        seconds=time.perf_counter() - started,
+    )
+    log.info("%s: %d steps, loss %.4f -> %.4f, best held-out %.4f at step %d", desc, total,
+             metrics["loss_start"], metrics["loss_end"], best, metrics["best_step"])
+    return metrics
+
+
+def _log_progress(desc: str, step: int, total: int, recent: list[float], elapsed: float) -> None:
+    """One INFO line: the step, the mean loss since the previous line, time spent and time left."""
+    left = elapsed / step * (total - step)
+    log.info("%s step %d/%d: loss %.4f, %s elapsed, about %s left", desc, step, total,
+             sum(recent) / len(recent), _clock(elapsed), _clock(left))
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))  # H:MM:SS
+
+
+def _linear(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _forever(tokenizer, rows, batch_size, probability, generator, vocab_size) -> Iterator[dict[str, torch.Tensor]]:
+    while True:
+        yield from mlm_batches(tokenizer, rows, batch_size, probability, generator, vocab_size=vocab_size)
+
+
+def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: AdaptConfig | DistillConfig) -> None:
+    """Options shared by ``adapt`` and ``distill``: corpus, held-out text, steps and optimiser.
+
+    Args:
+        parser: the command's parser.
+        defaults: the stage config class whose defaults the options show.
+    """
+    parser.add_argument("--corpus", required=True, help="training text: a file, a folder or hf:org/name")
+    parser.add_argument("--heldout", default=None, help="held-out text (default: the corpus' last 5%%)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--max-lines", type=int, default=None, help="read at most this many corpus lines")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def read_training_text(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """``(train, heldout)`` lines from ``--corpus`` and ``--heldout`` (or the corpus' tail).
+
+    Raises:
+        UsageError: when a corpus cannot be read.
+    """
+    texts = read_corpus(CorpusSource(source=args.corpus, max_lines=args.max_lines))
+    if args.heldout:
+        return texts, read_corpus(args.heldout)
+    return split_heldout(texts)
+
+
+def default_device(name: str | None) -> str:
+    """``name``, or ``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")

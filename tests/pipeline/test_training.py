@@ -1,0 +1,60 @@
+"""The shared training loop: its config from both stage configs, and progress lines without a terminal."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import pytest
+
+from pipeline import modeling
+from pipeline.config import AdaptConfig, DistillConfig
+from pipeline.losses import mlm_loss
+from pipeline.training import PROGRESS_LINES, TrainConfig, train_loop
+
+LINE = re.compile(r"^test step (\d+)/(\d+): loss \d+\.\d{4}, \d+:\d\d:\d\d elapsed, about (\d+:\d\d:\d\d) left$")
+
+
+def _mlm(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return mlm_loss(logits, batch["labels"]), {}
+
+
+def test_of_distill_config_takes_every_loop_setting():
+    stage = DistillConfig(steps=None, epochs=3.0, lr=1e-3, batch_size=4, grad_accum=2, max_length=64,
+                          mlm_probability=0.2, weight_decay=0.01, warmup_steps=5, grad_clip=0.5, eval_every=7,
+                          seed=9, bf16=False)
+    cfg = TrainConfig.of(stage)
+    assert dataclasses.asdict(cfg) == {field.name: getattr(stage, field.name) for field in dataclasses.fields(cfg)}
+
+
+def test_of_adapt_config_keeps_adapts_loop_defaults():
+    stage = AdaptConfig(steps=7, lr=1e-3, batch_size=4, max_length=64, mlm_probability=0.2, weight_decay=0.01,
+                        warmup_steps=5, eval_every=3, seed=9, bf16=False)
+    assert TrainConfig.of(stage) == TrainConfig(
+        steps=7, epochs=1.0, lr=1e-3, batch_size=4, grad_accum=1, max_length=64, mlm_probability=0.2,
+        weight_decay=0.01, warmup_steps=5, grad_clip=1.0, eval_every=3, seed=9, bf16=False,
+    )
+
+
+def test_steps_lr_and_batch_size_are_required():
+    with pytest.raises(TypeError, match="batch_size"):
+        TrainConfig(steps=1, lr=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("steps", "lines"),
+    [(40, list(range(2, 41, 2))), (7, list(range(1, 8))), (41, [3 * i for i in range(1, 14)] + [41])],
+)
+def test_progress_lines_every_5_percent(steps, lines, tiny_bert, maltese_sentences, caplog):
+    model, tokenizer = modeling.load(tiny_bert)
+    cfg = TrainConfig(steps=steps, lr=1e-3, batch_size=4, max_length=16, eval_every=1000, bf16=False)
+    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+        train_loop(model, tokenizer, maltese_sentences[:40], maltese_sentences[-8:], _mlm, cfg, desc="test")
+    messages = [record.getMessage() for record in caplog.records if record.getMessage().startswith("test step ")]
+    progress = [LINE.match(message) for message in messages]
+    assert all(progress), messages
+    assert [int(match[1]) for match in progress] == lines and len(lines) <= PROGRESS_LINES
+    assert {int(match[2]) for match in progress} == {steps}
+    assert progress[-1][3] == "0:00:00"  # nothing left after the last step
