@@ -13,18 +13,7 @@ from typing import Any
 
 from pipeline import families
 
-__all__ = ["count_parameters", "config_parameters", "family_of"]
-
-
-def family_of(config: Mapping[str, Any]) -> str:
-    """The name of a config's family, ``"xlmr"`` (SentencePiece) or ``"bert"`` (WordPiece).
-
-    A thin wrapper of `pipeline.families.family_of` for callers that compare or print the name.
-
-    Raises:
-        ValueError: for a ``model_type`` this project does not compress.
-    """
-    return families.family_of(config).name
+__all__ = ["count_parameters", "config_parameters"]
 
 
 def count_parameters(

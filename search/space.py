@@ -18,7 +18,8 @@ from typing import Any
 
 from pipeline.config import Candidate
 from pipeline.plan import TrialPlan, plan_steps
-from pipeline.sizes import config_parameters, family_of
+from pipeline.families import family_of
+from pipeline.sizes import config_parameters
 from search.schema import Constraints, Spec
 
 __all__ = [
@@ -141,7 +142,7 @@ def format_size_table(spec: Spec, teacher_config: Mapping[str, Any], rows: list[
     teacher_params = config_parameters(t)
     show_init = len(spec.space.init) > 1
     lines = [
-        f"teacher {spec.teacher.model} ({family_of(t)}): {t['num_hidden_layers']} layers, FFN {t['intermediate_size']}, "
+        f"teacher {spec.teacher.model} ({family_of(t).name}): {t['num_hidden_layers']} layers, FFN {t['intermediate_size']}, "
         f"hidden {t['hidden_size']}, vocab {t['vocab_size']:,}, {t['num_attention_heads']} heads: {teacher_params:,} parameters",
     ]
     header = ["#", "layers", "ffn", "hidden", "vocab"] + (["init"] if show_init else []) + ["parameters", "compression", ""]

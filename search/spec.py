@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.config import STAGES, TASKS
 from pipeline.errors import UsageError
 from pipeline.plan import size_problems
-from pipeline.sizes import family_of
+from pipeline.families import family_of
 from search.schema import BUILTIN_METRICS, Space, Spec, resolve_data_path, resolve_model_path
 from search.teachers import one_line, read_teacher_config
 

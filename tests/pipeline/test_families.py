@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, XLMRobertaConfig
 
-from pipeline import sizes
 from pipeline.families import FAMILIES, family_of, max_positions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +22,6 @@ def test_family_of_dicts_and_configs():
     assert family_of({"model_type": "bert"}).lm_head == "cls.predictions"
     assert family_of(XLMRobertaConfig()).tokenizer == "unigram"
     assert family_of(BertConfig()).tokenizer == "wordpiece"
-    assert sizes.family_of({"model_type": "roberta"}) == "xlmr"  # the name, for the search's callers
 
 
 def test_unsupported_model_type_names_it_and_the_choices():
