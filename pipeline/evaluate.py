@@ -65,7 +65,8 @@ def evaluate_task(
         progress: called with one-line progress messages.
 
     Returns:
-        ``task, metric, mean, std, scores`` (one per seed, test split), ``dev_scores``, ``seeds``,
+        ``task, metric, mean, std, scores`` (one per seed, test split), ``dev_mean, dev_std,
+        dev_scores`` (the same on dev: what a search selects on), ``seeds``,
         ``epochs`` (the epoch each seed tested), ``sizes`` (examples used per split), ``num_labels``,
         ``method``, ``scoring``, ``seconds``.
 
@@ -115,6 +116,8 @@ def evaluate_task(
         "mean": statistics.fmean(scores),
         "std": statistics.pstdev(scores),
         "scores": scores,
+        "dev_mean": statistics.fmean(dev_scores),
+        "dev_std": statistics.pstdev(dev_scores),
         "dev_scores": dev_scores,
         "seeds": list(cfg.seeds),
         "epochs": epochs,

@@ -72,7 +72,9 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
 
     Returns:
         a JSON-able dict: ``model_dir, params, disk_mb, timings, stage_keys, cached, stages``
-        (each stage's metrics), ``scores, tasks, quality`` (when tasks are given), ``config``, and
+        (each stage's metrics), ``scores`` and ``quality`` (dev: the mean over seeds per task, and
+        over tasks), ``test_scores`` and ``test_quality`` (the same on test), ``tasks`` (each task's
+        full result), ``config``, and
         ``latency_ms`` when ``plan.measure_latency``. A trimmed teacher copy's time is
         ``timings["teacher_trim_vocab"]``.
 
@@ -186,7 +188,7 @@ _BUILDERS = {
 def _evaluate_all(model_dir: str, key: str, tasks: dict[str, TaskSource], evaluation: EvalConfig,
                   cache_dir: str, device: str | None, progress: Progress | None) -> dict:
     if not tasks:
-        return {"scores": {}, "tasks": {}}
+        return {"scores": {}, "test_scores": {}, "tasks": {}}
     from pipeline.evaluate import evaluate_task
 
     details = {}
@@ -198,11 +200,14 @@ def _evaluate_all(model_dir: str, key: str, tasks: dict[str, TaskSource], evalua
         task_key = stage_key(key, "evaluate", {"task": task, "source": source, "evaluation": evaluation})
         path = cached(cache_dir, task_key, build)
         details[task] = json.loads((path / "result.json").read_text(encoding="utf-8"))
-    scores = {task: details[task]["mean"] for task in details}
-    finite = [value for value in scores.values() if value is not None and math.isfinite(value)]
-    result = {"scores": scores, "tasks": details}
-    if finite:
-        result["quality"] = statistics.fmean(finite)
+    # Selection uses dev scores; test scores are reported beside them, never used to choose.
+    scores = {task: statistics.fmean(details[task]["dev_scores"]) for task in details}
+    test_scores = {task: details[task]["mean"] for task in details}
+    result = {"scores": scores, "test_scores": test_scores, "tasks": details}
+    for name, values in (("quality", scores), ("test_quality", test_scores)):
+        finite = [value for value in values.values() if value is not None and math.isfinite(value)]
+        if finite:
+            result[name] = statistics.fmean(finite)
     return result
 
 

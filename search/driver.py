@@ -56,17 +56,19 @@ def _finite(value: Any) -> bool:
 def trial_metrics(result: Mapping[str, Any], teacher: Mapping[str, float] | None) -> dict[str, float]:
     """Flat metrics of a `pipeline.trial.run_trial` result.
 
-    ``params``, ``disk_mb``, ``quality``, ``latency_ms``, one score per task (named by the task),
-    ``drop_<metric>`` (teacher minus student) and ``drop_<metric>_rel`` (that over the teacher's
+    ``params``, ``disk_mb``, ``quality``, ``latency_ms``, one score per task (named by the task; dev
+    scores, what the search selects on), ``test_quality`` and ``test_<task>`` (reported, never used
+    to select), ``drop_<metric>`` (teacher minus student) and ``drop_<metric>_rel`` (that over the teacher's
     score) for quality and every task, ``compression``, ``time_<stage>`` seconds.
     """
     metrics: dict[str, float] = {}
-    for key in ("params", "disk_mb", "quality", "latency_ms"):
+    for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms"):
         if _finite(result.get(key)):
             metrics[key] = float(result[key])
-    for task, score in (result.get("scores") or {}).items():
-        if _finite(score):
-            metrics[task] = float(score)
+    for prefix, scores in (("", result.get("scores")), ("test_", result.get("test_scores"))):
+        for task, score in (scores or {}).items():
+            if _finite(score):
+                metrics[prefix + task] = float(score)
     for stage, seconds in (result.get("timings") or {}).items():
         if _finite(seconds):
             metrics[f"time_{stage}"] = float(seconds)
@@ -247,8 +249,10 @@ def _reconcile(book: TrialBook, outcome: Any) -> None:
 
 def pareto_table(members: list[dict[str, Any]], objectives, reference: dict[str, Any]) -> str:
     """The Pareto front as a text table (one row per student, best first objective first)."""
-    metrics = [m for m, _ in objectives]
-    extra = [m for m in ("params", "quality", "disk_mb", "drop_quality_rel") if m not in metrics]
+    metrics = []  # each objective; a score (dev, what the front is chosen on) is followed by its test score
+    for metric, _ in objectives:
+        metrics += [metric] if metric in ("params", "disk_mb", "latency_ms") else [metric, f"test_{metric}"]
+    extra = [m for m in ("params", "quality", "test_quality", "disk_mb", "drop_quality_rel") if m not in metrics]
     columns = ["trial", "layers", "ffn", "hidden", "vocab", "init", *metrics, *extra]
     rows = []
     groups: dict[tuple, list[dict[str, Any]]] = {}  # the sampler may draw a candidate more than once
@@ -272,4 +276,5 @@ def pareto_table(members: list[dict[str, Any]], objectives, reference: dict[str,
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(columns)]
     lines = ["Pareto front:", "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    lines.append("(quality and task columns: dev scores, on which the front is chosen; test_*: test scores, reported only)")
     return "\n".join(lines)

@@ -62,7 +62,8 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
     """Run (or, when it breaks ``max_params``, only size) one candidate.
 
     Returns:
-        ``{"metrics": {objectives, params, quality, <task>: score, disk_mb, latency_ms}, "feasible":
+        ``{"metrics": {objectives, params, quality, <task>: score (dev), test_quality, test_<task>,
+        disk_mb, latency_ms}, "feasible":
         bool, "result": run_trial's dict}``; every objective is in ``metrics``.
 
     Raises:
@@ -77,8 +78,10 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
         result = {"params": params, "infeasible": f"params {params} > max_params {context.max_params}"}
         return {"metrics": {**metrics, "params": params}, "feasible": False, "result": result}
     result = _trial_fn(context)(dataclasses.replace(context.plan, candidate=candidate), progress)
-    metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "latency_ms") if key in result}
+    metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms")
+               if key in result}
     metrics.update(result.get("scores") or {})
+    metrics.update({f"test_{task}": score for task, score in (result.get("test_scores") or {}).items()})
     for metric, _ in context.objectives:
         if metric not in metrics:
             raise KeyError(f"trial result has no objective {metric!r} (has {sorted(metrics)})")

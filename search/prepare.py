@@ -109,4 +109,5 @@ def _flat(reference: dict[str, Any]) -> dict[str, Any]:
     """Numbers of the teacher reference at the top level: ``quality``, one score per task, ..."""
     flat = {k: v for k, v in reference.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     flat.update({k: v for k, v in (reference.get("scores") or {}).items() if isinstance(v, (int, float))})
+    flat.update({f"test_{k}": v for k, v in (reference.get("test_scores") or {}).items() if isinstance(v, (int, float))})
     return flat

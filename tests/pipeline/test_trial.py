@@ -126,6 +126,10 @@ def test_trial_with_a_task_and_teacher_reference(plan_for, shared_data, tmp_path
     )
     result = run_trial(plan)
     assert set(result["scores"]) == {"sentiment"} and result["quality"] == result["scores"]["sentiment"]
+    detail = result["tasks"]["sentiment"]
+    # selection on dev, test reported beside it
+    assert result["scores"]["sentiment"] == detail["dev_mean"] == sum(detail["dev_scores"]) / len(detail["dev_scores"])
+    assert result["test_scores"]["sentiment"] == detail["mean"] == result["test_quality"]
     assert result["tasks"]["sentiment"]["sizes"]["train"] == 32 and result["latency_ms"] > 0
     reference = teacher_reference(plan.teacher, tasks, evaluation, plan.cache_dir)
     assert reference["params"] > result["params"] and "quality" in reference

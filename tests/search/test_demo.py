@@ -41,7 +41,7 @@ def test_demo_search_end_to_end(tmp_path):
     assert len(children) == NUM_SAMPLES and all(r.info.status == "FINISHED" for r in children)
     for run in children:
         metrics = run.data.metrics
-        assert {"params", "quality", "sentiment", "topic", "ner", "pos", "drop_quality",
+        assert {"params", "quality", "test_quality", "test_pos", "sentiment", "topic", "ner", "pos", "drop_quality",
                 "drop_quality_rel", "disk_mb", "time_evaluate"} <= set(metrics)
         assert set(run.data.params) >= {"num_hidden_layers", "intermediate_size", "hidden_size", "vocab_size"}
         assert run.data.tags["pareto"] in ("true", "false")

@@ -68,7 +68,9 @@ def test_pareto_table():
                 "metrics": {"quality": 0.5, "params": 12345.0}}]
     table = pareto_table(members, [("quality", "max"), ("params", "min")], {"quality": 0.8, "params": 40000})
     lines = table.splitlines()
-    assert lines[1].split()[:6] == ["trial", "layers", "ffn", "hidden", "vocab", "init"]
+    assert lines[1].split() == ["trial", "layers", "ffn", "hidden", "vocab", "init", "quality", "test_quality", "params",
+                                "disk_mb", "drop_quality_rel"]
+    assert "dev scores" in lines[-1]
     assert "12,345" in lines[2] and lines[3].startswith("teacher")
 
 

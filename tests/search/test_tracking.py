@@ -51,8 +51,10 @@ def log(tracker, tmp_path, trial_id, layers, quality, params, pareto=False, **kw
 
 def test_trial_metrics_drops_against_teacher():
     result = {"params": 50, "quality": 0.6, "scores": {"pos": 0.8}, "timings": {"prune": 2},
-              "disk_mb": 1.0, "latency_ms": float("nan")}
-    metrics = trial_metrics(result, {"quality": 0.8, "pos": 0.9, "params": 100})
+              "disk_mb": 1.0, "latency_ms": float("nan"), "test_quality": 0.55, "test_scores": {"pos": 0.75}}
+    metrics = trial_metrics(result, {"quality": 0.8, "pos": 0.9, "params": 100, "test_quality": 0.7})
+    assert metrics["test_pos"] == 0.75 and metrics["test_quality"] == 0.55
+    assert metrics["drop_test_quality"] == pytest.approx(0.15)
     assert metrics["params"] == 50 and metrics["pos"] == 0.8 and metrics["time_prune"] == 2
     assert metrics["drop_quality"] == pytest.approx(0.2)
     assert metrics["drop_quality_rel"] == pytest.approx(0.25)
