@@ -165,7 +165,15 @@ class EvalConfig:
 @dataclass(frozen=True)
 class CorpusSource:
     """Unlabelled text: a UTF-8 file (one sentence or document a line), a folder of them, or a hub
-    dataset ``hf:org/name[:config]`` with ``text_column``. ``max_lines`` caps what is read."""
+    dataset ``hf:org/name[:config]`` with ``text_column``.
+
+    ``skip_lines`` then ``max_lines`` cut a window out of it (the first ``skip_lines`` lines are left
+    out), so held-out text can be the head of a corpus whose training part skips it. Hub sources:
+    ``revision``, ``data_dir`` and ``data_files`` address data-file datasets exactly (e.g. the parquet
+    export of a script repo: ``revision: refs/convert/parquet``, ``data_dir: <config>``);
+    ``streaming`` (default: on when ``max_lines`` is set) reads the first lines without downloading
+    and preparing the whole dataset.
+    """
 
     __pydantic_config__ = _STRICT
 
@@ -174,6 +182,11 @@ class CorpusSource:
     text_column: str = "text"
     split: str = "train"
     max_lines: int | None = None
+    skip_lines: int = 0
+    revision: str | None = None
+    data_dir: str | None = None
+    data_files: str | tuple[str, ...] | dict[str, str] | None = None
+    streaming: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,8 @@ class TaskSource:
 
     Columns are names or 0-based indices given as strings; ``None`` means the format's default
     (classification: ``text``/``label`` or the last two columns; token tasks: first and last column).
+    Hub sources: ``revision``, ``data_dir`` and ``data_files`` as for `CorpusSource` (``data_files``
+    may map split names to files).
     """
 
     __pydantic_config__ = _STRICT
@@ -193,6 +208,9 @@ class TaskSource:
     token_column: str | None = None
     tag_column: str | None = None
     header: bool | None = None
+    revision: str | None = None
+    data_dir: str | None = None
+    data_files: str | tuple[str, ...] | dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,16 @@ _SUFFIXES = {
 
 
 def read_corpus(source: CorpusSource | str) -> list[str]:
-    """Non-empty, stripped lines of ``source`` (at most ``source.max_lines``).
+    """Non-empty, stripped lines of ``source``: the first ``skip_lines`` left out, then at most ``max_lines``.
 
     Raises:
         UsageError: when the source is missing, unreadable or holds no text.
     """
     if isinstance(source, str):
         source = CorpusSource(source=source)
+    wanted = None if source.max_lines is None else source.skip_lines + source.max_lines
     if source.format == "hf" or source.source.startswith("hf:"):
-        lines = _read_hf(source)
+        lines = _read_hf(source, wanted)
     else:
         path = Path(source.source).expanduser()
         if not path.exists():
@@ -43,14 +44,14 @@ def read_corpus(source: CorpusSource | str) -> list[str]:
         files = _folder_files(path) if path.is_dir() else [path]
         lines = []
         for file in files:
-            lines += _read_file(file, source)
-            if source.max_lines is not None and len(lines) >= source.max_lines:
+            lines += [line.strip() for line in _read_file(file, source) if line and line.strip()]
+            if wanted is not None and len(lines) >= wanted:
                 break
     lines = [line.strip() for line in lines if line and line.strip()]
-    if source.max_lines is not None:
-        lines = lines[: source.max_lines]
+    lines = lines[source.skip_lines: wanted]
     if not lines:
-        raise UsageError(f"{source.source}: corpus is empty")
+        window = f" after skipping {source.skip_lines} lines" if source.skip_lines else ""
+        raise UsageError(f"{source.source}: corpus is empty{window}")
     log.debug("read %d lines from %s", len(lines), source.source)
     return lines
 
@@ -122,18 +123,24 @@ def _json_text(line: str, path: Path, column: str) -> str:
     return str(record[column])
 
 
-def _read_hf(source: CorpusSource) -> list[str]:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(f"{source.source}: hub datasets need the `datasets` package") from None
-    name = source.source.removeprefix("hf:")
-    path, _, config = name.partition(":")
-    split = source.split if source.max_lines is None else f"{source.split}[:{source.max_lines}]"
-    try:
-        data = datasets.load_dataset(path, config or None, split=split)
-    except Exception as error:  # datasets raises many types for a missing or offline dataset
-        raise UsageError(f"{source.source}: cannot load dataset ({str(error).splitlines()[0]})") from None
-    if source.text_column not in data.column_names:
-        raise UsageError(f"{source.source}: no column {source.text_column!r} (columns: {data.column_names})")
-    return [str(text) for text in data[source.text_column]]
+def _read_hf(source: CorpusSource, wanted: int | None) -> list[str]:
+    """Lines of a hub dataset's text column; streamed when asked or when a cap makes it worthwhile
+    (``split[:N]`` would still download and prepare the whole config first)."""
+    from pipeline.data import hub_options, load_hub_dataset, parse_hub_id
+
+    name, config = parse_hub_id(source.source)
+    streaming = source.streaming if source.streaming is not None else wanted is not None
+    data = load_hub_dataset(name, config, split=source.split, streaming=streaming, **hub_options(source))
+    columns = list(data.column_names or []) if data.column_names is not None else None
+    if columns is not None and source.text_column not in columns:
+        raise UsageError(f"{source.source}: no column {source.text_column!r} (columns: {', '.join(columns)})")
+    lines = []
+    for record in data:
+        text = record.get(source.text_column)
+        if text is None and columns is None:
+            raise UsageError(f"{source.source}: no column {source.text_column!r} (columns: {', '.join(record)})")
+        if text is not None and str(text).strip():
+            lines.append(str(text))
+        if wanted is not None and len(lines) >= wanted:
+            break
+    return lines

@@ -18,10 +18,13 @@ folder holding one train, one dev and one test file. Split files are recognised 
 
 Hub datasets: splits ``train``, ``validation`` (or dev/valid/val) and ``test``; fields are found by name
 (classification: text/sentence/... and label/category/...; token tasks: tokens/words and, for pos,
-upos/pos_tags/tags, for ner, ner_tags/tags), ClassLabel ids become their names. Mapped and tested for
-the datasets of ``specs/maltese.yaml``: ``hf:universal_dependencies:mt_mudt`` (tokens, upos),
-``hf:Davlan/sib200:mlt_Latn`` (text, category), ``hf:unimelb-nlp/wikiann:mt`` (tokens, ner_tags) and
-``hf:DGurgurov/maltese_sa`` (label, text; the sentiment set of the reference scripts).
+upos/pos_tags/tags, for ner, ner_tags/tags), ClassLabel ids become their names. ``revision``,
+``data_dir`` and ``data_files`` of the source go to ``load_dataset`` as they are: a script-based repo
+(``datasets`` 4 and later refuse those) is reached through its parquet export, e.g. UD Maltese-MUDT as
+``hf:universal-dependencies/universal_dependencies`` with ``revision: refs/convert/parquet`` and
+``data_dir: mt_mudt``. Mapped and tested (in memory) for the datasets of ``specs/maltese.yaml``: UD
+(tokens, upos), ``hf:Davlan/sib200:mlt_Latn`` (text, category), ``hf:unimelb-nlp/wikiann:mt`` (tokens,
+ner_tags) and ``hf:DGurgurov/maltese_sa`` (label, text; the sentiment set of the reference scripts).
 
 Labels are kept as strings (integers become ``"0"``, ``"1"``); the label set is the set of train labels.
 A dev or test label that never occurs in train is an error naming it: a model cannot predict a class it
@@ -39,10 +42,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import TaskSource
+from pipeline.config import CorpusSource, TaskSource
 from pipeline.errors import UsageError
 
-__all__ = ["CLASSIFICATION_TASKS", "TOKEN_TASKS", "Split", "TaskData", "load_task", "task_kind"]
+__all__ = [
+    "CLASSIFICATION_TASKS", "TOKEN_TASKS", "Split", "TaskData", "hub_options", "load_hub_dataset", "load_task",
+    "parse_hub_id", "task_kind",
+]
 
 log = logging.getLogger(__name__)
 
@@ -441,20 +447,60 @@ def parse_hub_id(source: str) -> tuple[str, str | None]:
     return name, config or None
 
 
-def _load_hub_dataset(name: str, config: str | None):
-    """`datasets.load_dataset` (tests replace this function; nothing here may download in tests)."""
+def hub_options(source: TaskSource | CorpusSource) -> dict:
+    """The ``load_dataset`` options a source sets: ``revision``, ``data_dir``, ``data_files``."""
+    options = {key: getattr(source, key) for key in ("revision", "data_dir", "data_files")}
+    if isinstance(options["data_files"], tuple):
+        options["data_files"] = list(options["data_files"])
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def load_hub_dataset(name: str, config: str | None, *, split: str | None = None, streaming: bool = False,
+                     **options):
+    """`datasets.load_dataset` of a hub dataset, its failures turned into one line.
+
+    Args:
+        name: ``org/name``.
+        config: the configuration, or None.
+        split: one split, or None for all of them (a ``DatasetDict``).
+        streaming: iterate the records instead of downloading and preparing the whole dataset.
+        options: ``revision``, ``data_dir``, ``data_files`` (see `hub_options`).
+
+    Raises:
+        UsageError: naming the dataset and what to do: a script-based repo (``datasets`` 4 and
+            later refuse them), a gated one (log in), one that is missing, or the hub out of reach.
+    """
     import datasets
 
+    shown = f"hf:{name}" + (f":{config}" if config else "")
     try:
-        return datasets.load_dataset(name, config)
+        return datasets.load_dataset(name, config, split=split, streaming=streaming, **options)
     except Exception as error:  # noqa: BLE001 - hub errors come in many types; one line for the user
-        raise UsageError(f"hf:{name}{':' + config if config else ''}: cannot load ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        raise UsageError(f"{shown}: {_hub_problem(name, config, error)}") from None
+
+
+def _hub_problem(name: str, config: str | None, error: Exception) -> str:
+    text = str(error)
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    lowered = text.lower()
+    if "dataset scripts are no longer supported" in lowered:
+        script = text.rsplit(" ", 1)[-1].strip() if "found" in lowered else "a loading script"
+        export = f"revision: refs/convert/parquet with data_dir: {config}" if config else "revision: refs/convert/parquet"
+        return (f"a script-based dataset ({script}), which datasets 4 and later no longer run; use a data-file "
+                f"copy of it, its parquet export (source: hf:{name}, {export}), or local files")
+    if "gated" in lowered or type(error).__name__ == "GatedRepoError":
+        return (f"a gated dataset: accept its terms on https://huggingface.co/datasets/{name}, then log in with "
+                "`hf auth login` (or set HF_TOKEN)")
+    if type(error).__name__ in ("DatasetNotFoundError", "RepositoryNotFoundError") or "doesn't exist" in lowered:
+        return f"not found on the hub (or private: log in with `hf auth login`) ({first})"
+    if "offline" in lowered or isinstance(error, (ConnectionError, TimeoutError)):
+        return f"the hub cannot be reached ({first}); run where it can, or use local files"
+    return f"cannot load ({type(error).__name__}: {first})"
 
 
 def _load_hub(task: str, kind: str, source: TaskSource) -> dict[str, Split | None]:
     name, config = parse_hub_id(source.source)
-    dataset = _load_hub_dataset(name, config)
+    dataset = load_hub_dataset(name, config, **hub_options(source))
     available = list(dataset.keys())
     splits: dict[str, Split | None] = {"dev": None}
     for ours, theirs in _HUB_SPLITS.items():

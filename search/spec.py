@@ -76,6 +76,30 @@ def spec_problems(spec: Spec) -> list[tuple[str, str]]:
             problems.append((path, "quality is the mean task score and needs at least one task in data.tasks"))
     if spec.constraints.min_quality is not None and not tasks:
         problems.append(("constraints.min_quality", "needs at least one task in data.tasks"))
+    return problems + _window_problems(spec)
+
+
+def _window_problems(spec: Spec) -> list[tuple[str, str]]:
+    """Line windows that are empty or negative, and held-out text inside the training window."""
+    problems = []
+    windows = {}
+    for name in ("corpus", "heldout"):
+        source = getattr(spec.data, name)
+        if source.skip_lines < 0:
+            problems.append((f"data.{name}.skip_lines", f"must be 0 or more, got {source.skip_lines}"))
+        if source.max_lines is not None and source.max_lines < 1:
+            problems.append((f"data.{name}.max_lines", f"must be at least 1 (or null: all), got {source.max_lines}"))
+        end = None if source.max_lines is None else source.skip_lines + source.max_lines
+        windows[name] = (source.skip_lines, end)
+    corpus, heldout = spec.data.corpus, spec.data.heldout
+    same = (corpus.source, corpus.split, corpus.data_dir, corpus.data_files) == (
+        heldout.source, heldout.split, heldout.data_dir, heldout.data_files)
+    (c_start, c_end), (h_start, h_end) = windows["corpus"], windows["heldout"]
+    if same and (h_end is None or h_end > c_start) and (c_end is None or c_end > h_start):
+        problems.append(("data.heldout", f"lines {h_start}..{'end' if h_end is None else h_end - 1} of "
+                         f"{heldout.source} are also training text (data.corpus reads lines {c_start}.."
+                         f"{'end' if c_end is None else c_end - 1}); e.g. set data.corpus.skip_lines to "
+                         f"{h_end if h_end is not None else 'the held-out size'} and give data.heldout a max_lines"))
     return problems
 
 

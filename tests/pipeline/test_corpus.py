@@ -47,3 +47,49 @@ def test_split_heldout():
     train, heldout = split_heldout([str(i) for i in range(100)])
     assert len(heldout) == 5 and train + heldout == [str(i) for i in range(100)]
     assert split_heldout(["only"]) == (["only"], ["only"])
+
+
+def test_skip_and_max_lines_cut_a_window(tmp_path):
+    (tmp_path / "c.txt").write_text("".join(f"line {i}\n\n" for i in range(10)))
+    assert read_corpus(CorpusSource(str(tmp_path / "c.txt"), skip_lines=3, max_lines=2)) == ["line 3", "line 4"]
+    assert read_corpus(CorpusSource(str(tmp_path / "c.txt"), skip_lines=8)) == ["line 8", "line 9"]
+    with pytest.raises(UsageError, match="corpus is empty after skipping 10 lines"):
+        read_corpus(CorpusSource(str(tmp_path / "c.txt"), skip_lines=10))
+
+
+class FakeStream:
+    """An iterable like a streamed hub split: records one at a time, counting how many were read."""
+
+    def __init__(self, n):
+        self.n, self.read, self.column_names = n, 0, None
+
+    def __iter__(self):
+        for i in range(self.n):
+            self.read += 1
+            yield {"content": f"doc {i}" if i % 3 else "", "id": i}
+
+
+def test_hub_corpus_streams_only_what_it_needs(monkeypatch):
+    import datasets
+
+    calls, stream = [], FakeStream(10**6)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or stream)
+    source = CorpusSource("hf:cis-lmu/GlotCC-V1:slk-Latn", text_column="content", max_lines=4, skip_lines=2)
+    assert read_corpus(source) == ["doc 4", "doc 5", "doc 7", "doc 8"]
+    assert calls == [(("cis-lmu/GlotCC-V1", "slk-Latn"), {"split": "train", "streaming": True})]
+    assert stream.read == 9  # six non-empty documents, then it stops
+
+
+def test_hub_corpus_without_cap_is_not_streamed_and_columns_are_checked(monkeypatch):
+    import datasets
+
+    class Split(list):
+        column_names = ["text", "id"]
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(k) or Split([{"text": "a", "id": 1}]))
+    source = CorpusSource("hf:openlanguagedata/flores_plus:mlt_Latn", split="dev", revision="v2", data_dir="x")
+    assert read_corpus(source) == ["a"]
+    assert calls == [{"split": "dev", "streaming": False, "revision": "v2", "data_dir": "x"}]
+    with pytest.raises(UsageError, match=r"no column 'content' \(columns: text, id\)"):
+        read_corpus(CorpusSource("hf:a/b", text_column="content"))

@@ -203,15 +203,17 @@ def test_unknown_task_and_missing_folder(tmp_path):
 
 
 def fake_hub(monkeypatch, builder):
+    """Replace `datasets.load_dataset` (the hub is out of reach) with one that records its arguments."""
     import datasets
 
     seen = {}
 
-    def load(name, config):
+    def load(name, config=None, **kwargs):
         seen["args"] = (name, config)
+        seen["kwargs"] = kwargs
         return builder(datasets)
 
-    monkeypatch.setattr(data_module, "_load_hub_dataset", load)
+    monkeypatch.setattr(datasets, "load_dataset", load)
     return seen
 
 
@@ -254,9 +256,13 @@ def test_hub_universal_dependencies_upos(monkeypatch):
                                     features=features)
         return ds.DatasetDict({"train": part, "validation": part, "test": part})
 
-    fake_hub(monkeypatch, build)
-    data = load_task("pos", TaskSource("hf:universal_dependencies:mt_mudt"))
+    seen = fake_hub(monkeypatch, build)
+    source = TaskSource("hf:universal-dependencies/universal_dependencies", revision="refs/convert/parquet",
+                        data_dir="mt_mudt")
+    data = load_task("pos", source)
     assert data.train.targets == [["DET", "NOUN"]]
+    assert seen["args"] == ("universal-dependencies/universal_dependencies", None)
+    assert seen["kwargs"] == {"split": None, "streaming": False, "revision": "refs/convert/parquet", "data_dir": "mt_mudt"}
 
 
 def test_hub_sib200_and_sentiment(monkeypatch):
@@ -287,3 +293,24 @@ def test_hub_missing_columns(monkeypatch):
         load_task("sentiment", TaskSource("hf:x/y"))
     data = load_task("sentiment", TaskSource("hf:x/y", text_column="sent", label_column="y"))
     assert data.train.targets == ["1"]
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("Dataset scripts are no longer supported, but found universal_dependencies.py",
+     "hf:universal_dependencies:mt_mudt: a script-based dataset (universal_dependencies.py), which datasets 4 and "
+     "later no longer run; use a data-file copy of it, its parquet export (source: hf:universal_dependencies, "
+     "revision: refs/convert/parquet with data_dir: mt_mudt), or local files"),
+    ("Dataset 'openlanguagedata/flores_plus' is a gated dataset on the Hub. You must be authenticated to access it.",
+     "a gated dataset: accept its terms on https://huggingface.co/datasets/universal_dependencies, then log in"),
+    ("Couldn't reach 'x' on the Hub (LocalEntryNotFoundError)\nmore", "cannot load (RuntimeError: Couldn't reach"),
+])
+def test_hub_failures_are_one_line_with_a_way_out(monkeypatch, message, expected):
+    import datasets
+
+    def load(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    with pytest.raises(UsageError) as info:
+        load_task("pos", TaskSource("hf:universal_dependencies:mt_mudt"))
+    assert expected in str(info.value) and "\n" not in str(info.value)

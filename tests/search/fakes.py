@@ -77,6 +77,7 @@ def write_spec(tmp_path: Path, space: str = "", search: str = "", extra: str = "
     teacher.mkdir(exist_ok=True)
     (teacher / "config.json").write_text(json.dumps(TEACHER_CONFIG))
     (tmp_path / "corpus.txt").write_text("a b c\n")
+    (tmp_path / "heldout.txt").write_text("d e f\n")
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"""\
 teacher:
@@ -85,7 +86,7 @@ teacher:
 language: fake
 data:
   corpus: {{source: corpus.txt}}
-  heldout: {{source: corpus.txt}}
+  heldout: {{source: heldout.txt}}
   tasks:
     pos: {{source: pos}}
     topic: {{source: topic}}

@@ -267,3 +267,24 @@ def test_missing_file_and_wrong_top_level(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert any("teacher: required field missing" in line for line in problems(empty))
+
+
+def test_held_out_window_must_not_overlap_the_training_window(tmp_path):
+    def errors(corpus, heldout):
+        data = minimal()
+        data["data"]["corpus"] = {"source": "hf:c/c", **corpus}
+        data["data"]["heldout"] = {"source": "hf:c/c", **heldout}
+        try:
+            load_spec(write_spec(tmp_path, data))
+        except SpecError as error:
+            return [line.split(": ", 2)[1] + ": " + line.split(": ", 2)[2] for line in error.problems]
+        return []
+
+    assert errors({"skip_lines": 2000}, {"max_lines": 2000}) == []
+    assert errors({"max_lines": 5000}, {"skip_lines": 5000, "max_lines": 100}) == []
+    (line,) = errors({"skip_lines": 1000}, {"max_lines": 2000})
+    assert line == ("data.heldout: lines 0..1999 of hf:c/c are also training text (data.corpus reads lines 1000..end); "
+                    "e.g. set data.corpus.skip_lines to 2000 and give data.heldout a max_lines")
+    assert errors({}, {"max_lines": 2000, "split": "validation"}) == []  # another split is other text
+    assert sorted(errors({"skip_lines": -1}, {"max_lines": 0, "split": "x"})) == [
+        "data.corpus.skip_lines: must be 0 or more, got -1", "data.heldout.max_lines: must be at least 1 (or null: all), got 0"]
