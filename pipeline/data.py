@@ -96,6 +96,7 @@ class TaskData:
     dev: Split
     test: Split
     labels: tuple[str, ...]
+    columns: str = ""  # which fields or columns the inputs and labels came from, for people to check
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -127,9 +128,9 @@ def load_task(task: str, source: TaskSource) -> TaskData:
     """
     kind = task_kind(task)
     if source.source.startswith("hf:") or source.format == "hf":
-        splits = _load_hub(task, kind, source)
+        splits, columns = _load_hub(task, kind, source)
     else:
-        splits = _load_folder(task, kind, source)
+        splits, columns = _load_folder(task, kind, source)
     if splits.get("dev") is None:
         train = splits["train"]
         cut = max(1, len(train) // 10)
@@ -142,7 +143,7 @@ def load_task(task: str, source: TaskSource) -> TaskData:
         if len(splits[name]) == 0:
             raise UsageError(f"{splits[name].origin}: the {name} split is empty")
     labels = _label_set(kind, splits)
-    return TaskData(task, kind, splits["train"], splits["dev"], splits["test"], labels)
+    return TaskData(task, kind, splits["train"], splits["dev"], splits["test"], labels, columns)
 
 
 def _label_set(kind: str, splits: dict[str, Split]) -> tuple[str, ...]:
@@ -195,7 +196,7 @@ def split_files(folder: Path) -> dict[str, Path]:
     return result
 
 
-def _load_folder(task: str, kind: str, source: TaskSource) -> dict[str, Split | None]:
+def _load_folder(task: str, kind: str, source: TaskSource) -> tuple[dict[str, Split | None], str]:
     files = split_files(Path(source.source).expanduser())
     splits: dict[str, Split | None] = {"dev": None}
     for name, path in files.items():
@@ -206,7 +207,32 @@ def _load_folder(task: str, kind: str, source: TaskSource) -> dict[str, Split | 
             inputs.append(x)
             targets.append(y)
         splits[name] = Split(inputs, targets, str(path))
-    return splits
+    return splits, _file_columns(files["train"], _file_format(files["train"], kind, source.format), task, source)
+
+
+def _file_columns(path: Path, fmt: str, task: str, source: TaskSource) -> str:
+    """Which columns of ``path`` the reader takes, said the way a person would check them."""
+    if fmt == "conllu":
+        return f"{fmt}: token column {_column_index(source.token_column, 1)}, tag column {_column_index(source.tag_column, 3)}"
+    if fmt == "conll":
+        token = source.token_column if source.token_column is not None else "first (after an index column)"
+        return f"{fmt}: token column {token}, tag column {source.tag_column if source.tag_column is not None else 'last'}"
+    if fmt == "jsonl":
+        with path.open(encoding="utf-8") as handle:
+            first = next((line for line in handle if line.strip()), "{}")
+        keys = list(json.loads(first)) if first.strip().startswith("{") else []
+        return f"{fmt}: {_record_columns(keys, task_kind(task), task, source)}"
+    with path.open(encoding="utf-8", newline="") as handle:
+        row = next((r for r in csv.reader(handle, delimiter="\t" if fmt == "tsv" else ",") if any(c.strip() for c in r)), [])
+    text_at, label_at, is_header = _csv_columns(path, row, source)
+    name = (lambda i: repr(row[i]) if is_header and -len(row) <= i < len(row) else f"#{i}")
+    return f"{fmt}: text {name(text_at)}, label {name(label_at)}" + ("" if is_header else " (no header)")
+
+
+def _record_columns(keys: list[str], kind: str, task: str, source: TaskSource) -> str:
+    if kind == "classification":
+        return f"text {_pick(keys, source.text_column, _TEXT_NAMES)!r}, label {_pick(keys, source.label_column, _LABEL_NAMES)!r}"
+    return f"tokens {_pick(keys, source.token_column, _TOKEN_NAMES)!r}, tags {_pick(keys, source.tag_column, _TAG_NAMES[task])!r}"
 
 
 def _file_format(path: Path, kind: str, fmt: str) -> str:
@@ -498,7 +524,7 @@ def _hub_problem(name: str, config: str | None, error: Exception) -> str:
     return f"cannot load ({type(error).__name__}: {first})"
 
 
-def _load_hub(task: str, kind: str, source: TaskSource) -> dict[str, Split | None]:
+def _load_hub(task: str, kind: str, source: TaskSource) -> tuple[dict[str, Split | None], str]:
     name, config = parse_hub_id(source.source)
     dataset = load_hub_dataset(name, config, **hub_options(source))
     available = list(dataset.keys())
@@ -521,7 +547,7 @@ def _load_hub(task: str, kind: str, source: TaskSource) -> dict[str, Split | Non
             inputs.append(x)
             targets.append(y)
         splits[ours] = Split(inputs, targets, origin)
-    return splits
+    return splits, f"hub: {_record_columns(list(dataset[next(iter(available))].features), kind, task, source)}"
 
 
 def _class_label_names(features) -> dict[str, list[str]]:

@@ -5,7 +5,8 @@ The steps, each explicit:
 
 1. `materialise_synthetic`: ``synthetic:NAME/PART`` URIs of the spec become local paths, building the
    synthetic language (and its teacher, when the spec uses it) once under ``search.synthetic_dir``;
-2. `prepare`: the teacher is adapted to the language (cached under ``search.cache_dir``), its
+2. `prepare`: every source is opened and summarised (`search.preflight`; a problem stops here), the
+   teacher is adapted to the language (cached under ``search.cache_dir``), its
    reference scores computed (cached per task), and the `TrialContext` built.
 """
 
@@ -72,6 +73,11 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
     trial_fn = os.environ.get(TRIAL_FN_ENV) or None
     if trial_fn is None:
         from pipeline.trial import prepare_teacher, teacher_reference
+        from search.preflight import preflight
+
+        report = preflight(spec)  # every source opens, before anything trains
+        logger.info("preflight:\n%s", report.text())
+        report.raise_problems()
 
         cache_dir = spec.search.cache_dir
         logger.info("preparing the teacher %s", teacher)

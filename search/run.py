@@ -1,9 +1,10 @@
-"""``python -m search.run SPEC [--dry-run] [--set dotted.key=value ...] [--resume] [--address ADDR]``
+"""``python -m search.run SPEC [--dry-run | --check] [--set dotted.key=value ...] [--resume] [--address ADDR]``
 
 Validates the spec (and every ``--set``) first; a bad spec prints one line per problem and exits
 with code 2. ``--dry-run`` then prints every candidate student with its exact size from the
-teacher's ``config.json`` alone and writes nothing; without it the search runs
-(`search.driver.run_search`).
+teacher's ``config.json`` alone and writes nothing; ``--check`` opens every source of the spec and
+summarises it (`search.preflight`); without either the search runs (`search.driver.run_search`),
+which runs the same check before anything trains.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("spec", metavar="SPEC", help="the spec file (YAML), e.g. specs/maltese.yaml")
     parser.add_argument("--dry-run", action="store_true", help="validate and print every candidate's size; run nothing, write nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="open every source (teacher, corpus, held-out text, tasks), summarise it, report problems; train nothing")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a spec field with a YAML value, e.g. --set space.hidden=[312,456] (repeatable)",
@@ -59,12 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
             print(format_build_summary(spec, config, rows))
             return 0
+        if args.check:
+            from search.preflight import preflight
+
+            report = preflight(spec)
+            print(f"preflight of {args.spec}:\n{report.text()}")
+            report.raise_problems()
+            print("no problems found")
+            return 0
         from search.driver import run_search
 
         return run_search(spec, resume=args.resume)
     except UsageError as error:
+        from search.preflight import PreflightError
+
+        where = f"{args.spec}: " if isinstance(error, PreflightError) else ""
         for line in str(error).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {where}{line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
