@@ -20,6 +20,7 @@ COMMANDS = {
     "truncate": ("pipeline.truncate", "truncate the hidden size (first entries or SVD)"),
     "trim-vocab": ("pipeline.trim_vocab", "keep the most frequent pieces of a corpus"),
     "evaluate": ("pipeline.evaluate", "score a model on sentiment, topic, NER or POS"),
+    "tokenizer": ("pipeline.vocab", "train a Unigram (xlmr) or WordPiece (bert) tokenizer on a corpus"),
     "synthetic": ("pipeline.synthetic", "generate the offline synthetic languages and their teacher"),
     "trial": ("pipeline.trial", "run one candidate's stages and evaluation without Ray"),
 }

@@ -23,6 +23,7 @@ __all__ = [
     "DistillConfig",
     "EvalConfig",
     "PruneConfig",
+    "ScratchConfig",
     "TaskSource",
     "TaskTraining",
     "TrimVocabConfig",
@@ -55,6 +56,26 @@ class AdaptConfig:
     eval_every: int = 1_000
     seed: int = 0
     bf16: bool = True
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    """A teacher built from scratch: a tokenizer of ``vocab_size`` pieces trained on the corpus and a
+    randomly initialised model of this shape, pretrained with the stage-0 settings (`AdaptConfig`).
+
+    For languages and machines where no pretrained teacher is at hand; also the from-scratch
+    baseline every compression result should beat. The defaults fit a CPU in minutes.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    family: Literal["xlmr", "bert"] = "xlmr"
+    vocab_size: int = 8_000
+    num_hidden_layers: int = 4
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    intermediate_size: int = 1_024
+    max_length: int = 128
 
 
 @dataclass(frozen=True)

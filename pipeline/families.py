@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FAMILIES", "Family", "family_of", "max_positions"]
+__all__ = ["FAMILIES", "Family", "family_named", "family_of", "max_positions", "scratch_config"]
 
 # XLM-R's own default padding id (``XLMRobertaConfig().pad_token_id``); see `max_positions`.
 _XLMR_DEFAULT_PAD = 1
@@ -30,6 +30,10 @@ class Family:
         tokenizer: the tokenizer kind, ``"unigram"`` (SentencePiece) or ``"wordpiece"``.
         positions_after_padding: position ids start at ``pad_token_id + 1`` (RoBERTa's scheme),
             so that many rows of the position table are never used by a real token.
+        model_type: the ``model_type`` of a new model of the family (`scratch_config`).
+        special_ids: ``pad``, ``bos`` and ``eos`` ids of the tokenizers `pipeline.vocab` trains
+            (``None`` where the family has no such token).
+        type_vocab_size: token-type rows of a new model.
     """
 
     name: str
@@ -38,6 +42,9 @@ class Family:
     lm_head: str
     tokenizer: str
     positions_after_padding: bool
+    model_type: str
+    special_ids: tuple[tuple[str, int | None], ...]
+    type_vocab_size: int
 
     @property
     def word_embeddings(self) -> str:
@@ -63,6 +70,9 @@ FAMILIES = (
         lm_head="lm_head",
         tokenizer="unigram",
         positions_after_padding=True,
+        model_type="xlm-roberta",
+        special_ids=(("pad_token_id", 1), ("bos_token_id", 0), ("eos_token_id", 2)),
+        type_vocab_size=1,
     ),
     Family(
         name="bert",
@@ -71,6 +81,9 @@ FAMILIES = (
         lm_head="cls.predictions",
         tokenizer="wordpiece",
         positions_after_padding=False,
+        model_type="bert",
+        special_ids=(("pad_token_id", 0),),
+        type_vocab_size=2,
     ),
 )
 
@@ -126,3 +139,35 @@ def max_positions(config: Mapping[str, Any] | Any) -> int:
         return positions
     pad = _get(config, "pad_token_id")
     return positions - (int(pad) if pad is not None else _XLMR_DEFAULT_PAD) - 1
+
+
+def family_named(name: str) -> Family:
+    """The family called ``name`` (``"xlmr"`` or ``"bert"``).
+
+    Raises:
+        ValueError: for another name, listing the known ones.
+    """
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise ValueError(f"unknown family {name!r}; expected one of {', '.join(f.name for f in FAMILIES)}")
+
+
+def scratch_config(family: str, *, vocab_size: int, num_hidden_layers: int, hidden_size: int,
+                   num_attention_heads: int, intermediate_size: int, max_length: int) -> dict[str, Any]:
+    """The ``config.json`` values of a new model of ``family`` for inputs of up to ``max_length`` tokens.
+
+    The special ids are those of the tokenizers `pipeline.vocab` trains, so a model built from this
+    config and such a tokenizer agree; the position table has exactly the rows ``max_length`` needs.
+    """
+    chosen = family_named(family)
+    pad = dict(chosen.special_ids)["pad_token_id"]
+    offset = pad + 1 if chosen.positions_after_padding else 0
+    return {
+        "model_type": chosen.model_type, "vocab_size": vocab_size, "num_hidden_layers": num_hidden_layers,
+        "hidden_size": hidden_size, "num_attention_heads": num_attention_heads,
+        "intermediate_size": intermediate_size, "max_position_embeddings": max_length + offset,
+        "type_vocab_size": chosen.type_vocab_size, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
+        "layer_norm_eps": 1e-5 if chosen.positions_after_padding else 1e-12, **dict(chosen.special_ids),
+    }

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from pipeline import modeling
 from pipeline.cache import cached, is_complete, stage_key
-from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, TaskSource
+from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, ScratchConfig, TaskSource
 from pipeline.errors import UsageError
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
 from pipeline.sizes import config_parameters
 
-__all__ = ["prepare_teacher", "run_trial", "teacher_reference"]
+__all__ = ["build_teacher", "prepare_teacher", "run_trial", "teacher_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,31 @@ def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldou
         _save(out, teacher, tokenizer, metrics)
 
     return str(cached(cache_dir, key, build))
+
+
+def build_teacher(build: ScratchConfig, adapt: AdaptConfig, corpus: CorpusSource, heldout: CorpusSource,
+                  cache_dir: str, device: str | None = None) -> str:
+    """A teacher trained from scratch on ``corpus`` (tokenizer included), built once per key.
+
+    Raises:
+        UsageError: when the corpus yields fewer tokenizer pieces than ``build.vocab_size``.
+    """
+    key = stage_key("scratch", "build", {"build": build, "adapt": adapt, "corpus": corpus, "heldout": heldout})
+
+    def make(out: Path) -> None:
+        from pipeline.adapt import pretrain_from_scratch
+        from pipeline.families import scratch_config
+        from pipeline.vocab import train_tokenizer
+
+        texts = _Texts(corpus, heldout)
+        tokenizer = train_tokenizer(build.family, texts.corpus, build.vocab_size)
+        sizes = {name: getattr(build, name) for name in ("vocab_size", "num_hidden_layers", "hidden_size",
+                                                          "num_attention_heads", "intermediate_size", "max_length")}
+        model, tokenizer, metrics = pretrain_from_scratch(scratch_config(build.family, **sizes), tokenizer,
+                                                          texts.corpus, texts.heldout, adapt, device=device)
+        _save(out, model, tokenizer, metrics)
+
+    return str(cached(cache_dir, key, make))
 
 
 def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:

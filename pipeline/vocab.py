@@ -8,13 +8,18 @@ tokenizer classes, so ``save_pretrained`` writes a directory that ``AutoTokenize
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizer, XLMRobertaTokenizer
 
-__all__ = ["train_unigram_tokenizer", "train_wordpiece_tokenizer", "unigram_pieces"]
+from pipeline.errors import UsageError
+from pipeline.families import family_named
+
+__all__ = ["add_arguments", "main", "train_tokenizer", "train_unigram_tokenizer", "train_wordpiece_tokenizer",
+           "unigram_pieces"]
 
 XLMR_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -55,3 +60,37 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int) -> BertToke
     raw.train_from_iterator(texts, trainer=trainer)
     vocab = dict(sorted(raw.get_vocab().items(), key=lambda item: item[1]))
     return BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
+
+
+def train_tokenizer(family: str, texts: list[str], vocab_size: int):
+    """A tokenizer of ``family`` (``xlmr``: Unigram, ``bert``: WordPiece) with exactly ``vocab_size`` tokens.
+
+    Raises:
+        UsageError: when the text yields fewer pieces than asked (the size must be exact: the dry run
+            sizes the teacher from it).
+    """
+    kind = family_named(family).tokenizer
+    tokenizer = (train_unigram_tokenizer if kind == "unigram" else train_wordpiece_tokenizer)(texts, vocab_size)
+    if len(tokenizer) != vocab_size:
+        raise UsageError(f"the text yields a {kind} vocabulary of {len(tokenizer):,} tokens, not {vocab_size:,}: "
+                         f"ask for at most {len(tokenizer):,} or give more text")
+    return tokenizer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="text to train on: a file, a folder or hf:org/name")
+    parser.add_argument("--family", choices=("xlmr", "bert"), default="xlmr", help="xlmr: Unigram; bert: WordPiece")
+    parser.add_argument("--vocab-size", type=int, required=True, help="tokens, special tokens included")
+    parser.add_argument("--max-lines", type=int, default=None, help="read at most this many corpus lines")
+    parser.add_argument("--out", required=True, help="output directory (a tokenizer AutoTokenizer loads)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.config import CorpusSource
+    from pipeline.corpus import read_corpus
+
+    texts = read_corpus(CorpusSource(source=args.corpus, max_lines=args.max_lines))
+    tokenizer = train_tokenizer(args.family, texts, args.vocab_size)
+    tokenizer.save_pretrained(args.out)
+    print(json.dumps({"family": args.family, "vocab_size": len(tokenizer), "lines": len(texts), "out": args.out}))
+    return 0

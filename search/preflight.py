@@ -84,9 +84,12 @@ def _teacher(spec: Spec, report: Report) -> None:
     config = _guard(report, "teacher.model", lambda: teacher_config(spec))
     if config is None:
         return
-    line = (f"teacher    {model}: {family_of(config).name}, {config['num_hidden_layers']} layers, hidden "
+    line = (f"teacher    {spec.teacher.label}: {family_of(config).name}, {config['num_hidden_layers']} layers, hidden "
             f"{config['hidden_size']}, FFN {config['intermediate_size']}, vocabulary {config['vocab_size']:,}, "
             f"{config_parameters(config):,} parameters")
+    if model is None:
+        report.rows.append(line + "; tokenizer and weights: trained on data.corpus on first use")
+        return
     if model.startswith("synthetic:"):
         report.rows.append(line + "; tokenizer: built on first use")
         return

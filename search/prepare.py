@@ -36,7 +36,7 @@ def materialise_synthetic(spec: Spec) -> Spec:
 
     A spec without synthetic sources comes back unchanged.
     """
-    uris = [spec.teacher.model, spec.data.corpus.source, spec.data.heldout.source,
+    uris = [spec.teacher.model or "", spec.data.corpus.source, spec.data.heldout.source,
             *(task.source for task in spec.data.tasks.values())]
     if not any(uri.startswith("synthetic:") for uri in uris):
         return spec
@@ -52,7 +52,7 @@ def materialise_synthetic(spec: Spec) -> Spec:
         "corpus": source(spec.data.corpus), "heldout": source(spec.data.heldout),
         "tasks": {name: source(task) for name, task in spec.data.tasks.items()},
     })
-    teacher = spec.teacher.model_copy(update={"model": local(spec.teacher.model)})
+    teacher = spec.teacher.model_copy(update={"model": spec.teacher.model and local(spec.teacher.model)})
     return spec.model_copy(update={"teacher": teacher, "data": data})
 
 
@@ -72,7 +72,7 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
     reference: dict[str, Any] = {}
     trial_fn = os.environ.get(TRIAL_FN_ENV) or None
     if trial_fn is None:
-        from pipeline.trial import prepare_teacher, teacher_reference
+        from pipeline.trial import build_teacher, prepare_teacher, teacher_reference
         from search.preflight import preflight
 
         report = preflight(spec)  # every source opens, before anything trains
@@ -80,10 +80,13 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
         report.raise_problems()
 
         cache_dir = spec.search.cache_dir
-        logger.info("preparing the teacher %s", teacher)
+        logger.info("preparing the teacher %s", spec.teacher.label)
         started = time.time()
         # device None: the pipeline takes CUDA where the driver's node has it (a head node may not).
-        teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
+        if spec.teacher.build is not None:
+            teacher = build_teacher(spec.teacher.build, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
+        else:
+            teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
         logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
                     ", ".join(spec.data.tasks) or "no tasks")
         if spec.data.tasks:

@@ -42,6 +42,7 @@ from pipeline.config import (
     EvalConfig,
     InitStrategy,
     PruneConfig,
+    ScratchConfig,
     TaskSource,
     TrimVocabConfig,
     TruncateConfig,
@@ -162,15 +163,36 @@ class Teacher(_Section):
 
     ``model``: a local Hugging Face directory, a hub id (``FacebookAI/xlm-roberta-base``) or
     ``synthetic:NAME/teacher``. The family (XLM-R or BERT) comes from its config's ``model_type``.
+    Or ``build``: no pretrained model, a teacher trained from scratch on ``data.corpus`` (its
+    tokenizer too) with the ``adapt`` settings; exactly one of the two.
     """
 
-    model: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1)
+    build: ScratchConfig | None = None
     adapt: AdaptConfig = AdaptConfig()
 
     @field_validator("model")
     @classmethod
-    def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        return resolve_model_path(value, _base_dir(info))
+    def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else resolve_model_path(value, _base_dir(info))
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> Teacher:
+        if (self.model is None) == (self.build is None):
+            raise ValueError("give either teacher.model (a pretrained teacher) or teacher.build (one trained "
+                             "from scratch on data.corpus)")
+        if self.build is not None and not self.adapt.enabled:
+            raise ValueError("teacher.build is trained with the teacher.adapt settings: adapt.enabled cannot be false")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How reports name the teacher: its model, or what it is built as."""
+        if self.model is not None:
+            return self.model
+        b = self.build
+        return (f"built from scratch ({b.family}, {b.num_hidden_layers} layers, hidden {b.hidden_size}, "
+                f"vocabulary {b.vocab_size:,})")
 
 
 class Data(_Section):

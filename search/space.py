@@ -142,7 +142,7 @@ def format_size_table(spec: Spec, teacher_config: Mapping[str, Any], rows: list[
     teacher_params = config_parameters(t)
     show_init = len(spec.space.init) > 1
     lines = [
-        f"teacher {spec.teacher.model} ({family_of(t).name}): {t['num_hidden_layers']} layers, FFN {t['intermediate_size']}, "
+        f"teacher {spec.teacher.label} ({family_of(t).name}): {t['num_hidden_layers']} layers, FFN {t['intermediate_size']}, "
         f"hidden {t['hidden_size']}, vocab {t['vocab_size']:,}, {t['num_attention_heads']} heads: {teacher_params:,} parameters",
     ]
     header = ["#", "layers", "ffn", "hidden", "vocab"] + (["init"] if show_init else []) + ["parameters", "compression", ""]
@@ -174,7 +174,7 @@ def format_build_summary(spec: Spec, teacher_config: Mapping[str, Any], rows: li
     if not kept:
         return "stage builds: no candidate within constraints"
     template = TrialPlan(
-        teacher=spec.teacher.model, candidate=None, order=spec.stages.order, corpus=spec.data.corpus,
+        teacher=spec.teacher.label, candidate=None, order=spec.stages.order, corpus=spec.data.corpus,
         heldout=spec.data.heldout, distill=spec.distill, prune=spec.prune, truncate=spec.truncate,
         trim_vocab=spec.trim_vocab,
     )

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.config import STAGES, TASKS
 from pipeline.errors import UsageError
 from pipeline.plan import size_problems
-from pipeline.families import family_of
+from pipeline.families import family_of, scratch_config
 from search.schema import BUILTIN_METRICS, Space, Spec, resolve_data_path, resolve_model_path
 from search.teachers import one_line, read_teacher_config
 
@@ -76,6 +76,15 @@ def spec_problems(spec: Spec) -> list[tuple[str, str]]:
             problems.append((path, "quality is the mean task score and needs at least one task in data.tasks"))
     if spec.constraints.min_quality is not None and not tasks:
         problems.append(("constraints.min_quality", "needs at least one task in data.tasks"))
+    build = spec.teacher.build
+    if build is not None:
+        for name in ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+                     "max_length"):
+            if getattr(build, name) < 1:
+                problems.append((f"teacher.build.{name}", f"must be at least 1, got {getattr(build, name)}"))
+        if build.num_attention_heads > 0 and build.hidden_size % build.num_attention_heads:
+            problems.append(("teacher.build.hidden_size", f"{build.hidden_size} is not divisible by "
+                             f"num_attention_heads={build.num_attention_heads}"))
     return problems + _window_problems(spec)
 
 
@@ -133,9 +142,15 @@ def check_against_teacher(space: Space, teacher_config: Mapping[str, Any]) -> li
 def teacher_config(spec: Spec | str) -> dict[str, Any]:
     """The teacher's ``config.json`` as a dict, without weights, tokenizer or torch (`search.teachers`).
 
+    A teacher built from scratch (``teacher.build``) has the config `pipeline.families.scratch_config`
+    gives; its tokenizer is trained to exactly ``vocab_size`` tokens, so sizes are exact before it exists.
+
     Raises:
         SpecError: naming ``teacher.model`` when no config can be read or the family is unsupported.
     """
+    if isinstance(spec, Spec) and spec.teacher.build is not None:
+        build = dataclasses.asdict(spec.teacher.build)
+        return scratch_config(build.pop("family"), **build)
     model = spec.teacher.model if isinstance(spec, Spec) else spec
     try:
         config = read_teacher_config(model)
@@ -173,7 +188,7 @@ def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, ch
         problems += [(_format_loc(e["loc"]), _format_error(e)) for e in error.errors()]
     if spec is not None:
         problems += spec_problems(spec)
-        model, space = spec.teacher.model, spec.space
+        model, space = spec, spec.space
     else:  # still check what can be checked, so that every problem shows at once
         model = _teacher_model(raw, base)
         space = _try(Space, raw.get("space", {}), base)

@@ -288,3 +288,29 @@ def test_held_out_window_must_not_overlap_the_training_window(tmp_path):
     assert errors({}, {"max_lines": 2000, "split": "validation"}) == []  # another split is other text
     assert sorted(errors({"skip_lines": -1}, {"max_lines": 0, "split": "x"})) == [
         "data.corpus.skip_lines: must be 0 or more, got -1", "data.heldout.max_lines: must be at least 1 (or null: all), got 0"]
+
+
+def test_a_teacher_built_from_scratch_is_sized_before_it_exists(tmp_path, capsys):
+    from search.run import main
+    from search.spec import teacher_config
+
+    data = minimal(teacher={"build": {"vocab_size": 8000, "num_hidden_layers": 4, "hidden_size": 256},
+                            "adapt": {"steps": 100}}, space={"layers": [2], "hidden": [128], "ffn": [512],
+                                                             "vocab": [4000, "full"]})
+    path = write_spec(tmp_path, data, teacher=None)
+    spec = load_spec(path)
+    assert spec.teacher.model is None and spec.teacher.build.intermediate_size == 1024  # the default
+    config = teacher_config(spec)
+    assert config["model_type"] == "xlm-roberta" and config["max_position_embeddings"] == 130
+    assert main([str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("teacher built from scratch (xlmr, 4 layers, hidden 256, vocabulary 8,000)")
+    both = minimal(teacher={"model": "./teacher", "build": {}})
+    with pytest.raises(SpecError, match="teacher: give either teacher.model .* or teacher.build"):
+        load_spec(write_spec(tmp_path / "b", both))
+    bad = minimal(teacher={"build": {"hidden_size": 250}, "adapt": {"enabled": False}})
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path / "c", bad, teacher=None))
+    assert "teacher: teacher.build is trained with the teacher.adapt settings" in str(info.value)
+    odd = minimal(teacher={"build": {"hidden_size": 250}})
+    with pytest.raises(SpecError, match=r"teacher.build.hidden_size: 250 is not divisible by num_attention_heads=4"):
+        load_spec(write_spec(tmp_path / "d", odd, teacher=None))
