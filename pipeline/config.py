@@ -159,6 +159,8 @@ class TaskTraining:
     max_length: int = 256
     reduction_factor: int = 16
     select: Literal["last", "best_dev"] = "last"
+    # None: EvalConfig.method; a task may differ (adapters learn some tasks at a given size, not others)
+    method: Literal["adapter", "finetune"] | None = None
     # Caps for quick runs (tests, a low-fidelity search): the first N train / dev and test examples.
     max_train_examples: int | None = None
     max_eval_examples: int | None = None

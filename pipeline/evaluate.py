@@ -79,6 +79,7 @@ def evaluate_task(
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     training: TaskTraining = getattr(cfg, task)
+    method = training.method or cfg.method
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
     started = time.perf_counter()
@@ -103,7 +104,7 @@ def evaluate_task(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores, dev_scores, epochs = [], [], []
     for seed in cfg.seeds:
-        model, epoch = _train(model_dir, data, encoded, training, cfg.method, seed, pad_id, device, progress, task)
+        model, epoch = _train(model_dir, data, encoded, training, method, seed, pad_id, device, progress, task)
         test = _score_split(model, encoded["test"], splits["test"], data, task, cfg.scoring, fallback, pad_id, device)
         dev = _score_split(model, encoded["dev"], splits["dev"], data, task, cfg.scoring, fallback, pad_id, device)
         scores.append(test)
@@ -123,7 +124,7 @@ def evaluate_task(
         "epochs": epochs,
         "sizes": {name: len(split) for name, split in splits.items()},
         "num_labels": len(data.labels),
-        "method": cfg.method,
+        "method": method,
         "scoring": cfg.scoring,
         "model": str(model_dir),
         "data": source.source,

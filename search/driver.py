@@ -25,7 +25,9 @@ from search.pareto import pareto_front
 from search.schema import Spec, slug
 from search.space import label
 
-__all__ = ["TrialBook", "experiment_name", "pareto_table", "run_search", "spec_hash", "trial_metrics"]
+__all__ = [
+    "SearchResult", "TrialBook", "experiment_name", "pareto_table", "run_search", "search", "spec_hash", "trial_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -187,16 +189,43 @@ def _last_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- the search
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What a search leaves: its name, every trial record, the front (best first objective first),
+    the teacher's reference scores and the wall seconds it took."""
+
+    name: str
+    records: list[dict[str, Any]]
+    members: list[dict[str, Any]]
+    reference: dict[str, Any]
+    seconds: float
+
+
 def run_search(spec: Spec, resume: bool = False) -> int:
-    """Run (or with ``resume`` continue) the search described by ``spec``.
+    """Run (or with ``resume`` continue) the search described by ``spec`` and print its front.
 
     Returns:
         0 when at least one trial finished, 1 otherwise.
     """
+    from search.tracking import ui_command
+
+    result = search(spec, resume)
+    objectives = [(o.metric, o.direction) for o in spec.objectives]
+    finished = sum(not r["failed"] for r in result.records)
+    print(pareto_table(result.members, objectives, result.reference))
+    print(f"\n{finished} trials finished, {len(result.records) - finished} failed, "
+          f"{len(result.members)} on the Pareto front, {result.seconds:.0f} s.")
+    print(f"Optuna study: {result.name} in {spec.study_storage}")
+    print(f"Open the MLflow UI:\n  {ui_command(spec.mlflow.tracking_uri)}")
+    return 0 if finished else 1
+
+
+def search(spec: Spec, resume: bool = False) -> SearchResult:
+    """Run (or with ``resume`` continue) the search described by ``spec``; nothing is printed."""
     import yaml
 
     from search.prepare import prepare
-    from search.tracking import Tracker, ui_command
+    from search.tracking import Tracker
     from search.tuner import run_tuner
 
     storage = Path(spec.search.storage_path)
@@ -226,14 +255,7 @@ def run_search(spec: Spec, resume: bool = False) -> int:
         status = "FINISHED"
     finally:
         tracker.finish(status)
-    records = list(book.records.values())
-    finished = sum(not r["failed"] for r in records)
-    print(pareto_table(members, objectives, reference))
-    print(f"\n{finished} trials finished, {len(records) - finished} failed, "
-          f"{len(members)} on the Pareto front, {time.time() - started:.0f} s.")
-    print(f"Optuna study: {name} in {spec.study_storage}")
-    print(f"Open the MLflow UI:\n  {ui_command(spec.mlflow.tracking_uri)}")
-    return 0 if finished else 1
+    return SearchResult(name, list(book.records.values()), members, reference, time.time() - started)
 
 
 def _reconcile(book: TrialBook, outcome: Any) -> None:

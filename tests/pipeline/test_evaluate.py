@@ -40,6 +40,13 @@ def test_evaluate_bert_subword_scoring_and_finetune(shared_data, tiny_bert):
     assert result["metric"] == "chunk_f1" and result["method"] == "finetune"
 
 
+def test_a_task_may_use_its_own_method(shared_data, tiny_xlmr):
+    cfg = quick("topic", method="adapter")
+    cfg = dataclasses.replace(cfg, topic=dataclasses.replace(cfg.topic, method="finetune"))
+    result = evaluate_task(str(tiny_xlmr), "topic", TaskSource(str(shared_data / "mt" / "topic")), cfg)
+    assert result["method"] == "finetune" and result["dev_mean"] == result["dev_scores"][0]
+
+
 def test_seeds_repeat_and_differ(shared_data, tiny_xlmr):
     source = TaskSource(str(shared_data / "mt" / "sentiment"))
     cfg = quick("sentiment", seeds=(1, 2))
