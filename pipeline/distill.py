@@ -18,7 +18,7 @@ from pipeline import modeling
 from pipeline.config import DistillConfig
 from pipeline.errors import UsageError
 from pipeline.losses import distill_loss
-from pipeline.training import TrainConfig, add_training_arguments, default_device, read_training_text, train_loop
+from pipeline.training import Fidelity, TrainConfig, add_training_arguments, default_device, read_training_text, train_loop
 
 __all__ = ["layer_indices", "init_student", "distill", "distill_step", "add_arguments", "main"]
 
@@ -116,7 +116,8 @@ def distill_step(
     return distill_loss(student_logits, teacher_logits, batch["labels"], batch["attention_mask"], cfg)
 
 
-def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], cfg: DistillConfig, *, device=None):
+def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], cfg: DistillConfig, *, device=None,
+            fidelity: Fidelity | None = None):
     """Train ``student`` on ``alpha * MLM + (1 - alpha) * KD`` against ``teacher``.
 
     Args:
@@ -127,6 +128,7 @@ def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], c
         heldout: text for model selection.
         cfg: a `DistillConfig`; ``steps`` wins over ``epochs``; 0 steps return the student untouched.
         device: where training runs (default: the student's device); both models go back afterwards.
+        fidelity: stop at a rung and save, or continue a stopped run (`pipeline.training.Fidelity`).
 
     Returns:
         ``(student, tokenizer, metrics)`` with the best held-out checkpoint loaded; metrics hold
@@ -152,7 +154,7 @@ def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], c
         metrics = train_loop(
             student, tokenizer, texts, heldout,
             lambda model, batch: distill_step(model, teacher, batch, cfg),
-            TrainConfig.of(cfg), device=device, desc="distill",
+            TrainConfig.of(cfg), device=device, desc="distill", fidelity=fidelity,
         )
     finally:
         teacher.to(home)

@@ -15,6 +15,8 @@ __all__ = ["encode", "collate", "mask_tokens", "mlm_batches"]
 
 def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids of every text with special tokens, truncated to ``max_length``; empty texts are dropped."""
+    if not texts:
+        return []  # the fast tokenizers fail on an empty batch
     ids = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     return [row for row in ids if len(row) > 2]
 

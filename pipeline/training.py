@@ -6,6 +6,12 @@
 terminal or not, logs an INFO line every 5% of its steps (at most 20 lines) with the loss, the time
 spent and an estimate of the time left. The command-line options both training commands share live
 here too.
+
+Multi-fidelity (`Fidelity`): a run may stop at a rung (a step short of ``steps``; the learning-rate
+schedule stays that of ``steps``, so a rung is a prefix of the full run), save what it needs to go on
+(current and best weights, optimiser, scheduler, random states, the position in the data) and later
+continue from there. Rungs are always held-out checkpoints, so a run stopped at rungs and continued
+ends with the same weights as one trained straight through.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from pipeline.config import AdaptConfig, CorpusSource, DistillConfig
 from pipeline.corpus import read_corpus, split_heldout
 from pipeline.errors import UsageError
 from pipeline.families import max_positions
-from pipeline.mlm import encode, mlm_batches
+from pipeline.mlm import collate, encode, mask_tokens, mlm_batches
 
 __all__ = [
     "PROGRESS_LINES",
+    "Fidelity",
     "LossFn",
     "TrainConfig",
     "add_training_arguments",
@@ -101,6 +108,23 @@ class TrainConfig:
         return cls(**{name: getattr(stage, name) for name in names if hasattr(stage, name)})
 
 
+@dataclass(frozen=True)
+class Fidelity:
+    """Where a run stops, and what it continues from.
+
+    Attributes:
+        stop_at: the step to stop at (at most ``TrainConfig.steps``); the run is a prefix of the full one.
+        rungs: every rung of the search; each is a held-out checkpoint, in a stopped run and a straight one.
+        resume: a state file a shorter run of the same settings saved, to continue from; None: start.
+        save: where to save the state at ``stop_at``, for a longer run to continue; None: nowhere.
+    """
+
+    stop_at: int
+    rungs: tuple[int, ...] = ()
+    resume: str | None = None
+    save: str | None = None
+
+
 def train_loop(
     model,
     tokenizer,
@@ -111,6 +135,7 @@ def train_loop(
     *,
     device=None,
     desc: str = "train",
+    fidelity: Fidelity | None = None,
 ) -> dict:
     """AdamW with linear decay over masked batches of ``texts``; keeps the best held-out checkpoint.
 
@@ -126,14 +151,16 @@ def train_loop(
         cfg: the loop's settings.
         device: where training runs (default: the model's device).
         desc: the name in the progress bar, the log lines and error messages.
+        fidelity: stop early and save, or continue a stopped run (see `Fidelity`); None: the full run.
 
     Returns:
         ``params, steps, loss_start, loss_end`` (means of the first and last step losses: ten, or a
         quarter of the run when shorter),
-        ``heldout_loss`` (best), ``heldout_loss_start``, ``best_step``, ``tokens``, ``seconds``.
+        ``heldout_loss`` (best), ``heldout_loss_start``, ``best_step``, ``tokens``, ``seconds``; with a
+        fidelity also ``stop_at`` (``steps`` stays the schedule's length) and ``resumed_from``.
 
     Raises:
-        UsageError: when ``texts`` holds no usable line.
+        UsageError: when ``texts`` holds no usable line, or the fidelity does not fit the run.
         FloatingPointError: when a step loss is NaN or infinite.
     """
     torch.manual_seed(cfg.seed)
@@ -171,19 +198,29 @@ def train_loop(
     if total == 0:
         model.to(home)
         return {**metrics, "params": model.num_parameters(), "heldout_loss": None, "seconds": 0.0}
+    stop = total if fidelity is None else fidelity.stop_at
+    if not 1 <= stop <= total:
+        raise UsageError(f"{desc}: cannot stop at step {stop} of a {total}-step run")
+    rungs = set(fidelity.rungs if fidelity else ()) | {stop}
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _linear(step, cfg.warmup_steps, total))
-    best = heldout_loss()
-    metrics["heldout_loss_start"] = best
-    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    batches = _Stream(tokenizer, rows, cfg.batch_size, cfg.mlm_probability, generator, vocab_size)
     losses: list[float] = []
-    every, logged = math.ceil(total / PROGRESS_LINES), 0
-    started = time.perf_counter()
-    batches = _forever(tokenizer, rows, cfg.batch_size, cfg.mlm_probability, generator, vocab_size)
+    seconds = 0.0
+    if fidelity is not None and fidelity.resume:
+        first, best, best_state, losses, seconds = _restore(fidelity.resume, model, optimizer, scheduler, batches,
+                                                           metrics, stop, desc)
+    else:
+        first = 1
+        best = heldout_loss()
+        metrics["heldout_loss_start"] = best
+        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    every, logged = math.ceil(total / PROGRESS_LINES), first - 1
+    started = time.perf_counter() - seconds
     model.train()
-    progress = tqdm(range(1, total + 1), desc=desc, disable=None, leave=False)
+    progress = tqdm(range(first, stop + 1), desc=desc, disable=None, leave=False)
     for step in progress:
         step_loss = 0.0
         for _ in range(cfg.grad_accum):
@@ -202,16 +239,21 @@ def train_loop(
         optimizer.zero_grad(set_to_none=True)
         losses.append(step_loss)
         progress.set_postfix(loss=f"{step_loss:.4f}")
-        if step % every == 0 or step == total:
+        if step % every == 0 or step == stop:
             _log_progress(desc, step, total, losses[logged:], time.perf_counter() - started)
             logged = step
-        if step % cfg.eval_every == 0 or step == total:
+        if step % cfg.eval_every == 0 or step == total or step in rungs:
             current = heldout_loss()
             log.debug("%s step %d: loss %.4f, held-out %.4f", desc, step, step_loss, current)
             if current < best:
                 best, metrics["best_step"] = current, step
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     progress.close()
+    if fidelity is not None:
+        metrics.update(stop_at=stop, resumed_from=first - 1)
+        if fidelity.save:
+            _save(fidelity.save, stop, model, optimizer, scheduler, batches, metrics, best, best_state, losses,
+                  time.perf_counter() - started)
     model.load_state_dict(best_state)
     model.to(home)
     model.eval()
@@ -223,9 +265,34 @@ def train_loop(
         heldout_loss=best,
         seconds=time.perf_counter() - started,
     )
-    log.info("%s: %d steps, loss %.4f -> %.4f, best held-out %.4f at step %d", desc, total,
+    log.info("%s: %d of %d steps, loss %.4f -> %.4f, best held-out %.4f at step %d", desc, stop, total,
              metrics["loss_start"], metrics["loss_end"], best, metrics["best_step"])
     return metrics
+
+
+def _save(path, step, model, optimizer, scheduler, batches, metrics, best, best_state, losses, seconds) -> None:
+    """Everything a longer run needs to continue exactly where this one stopped."""
+    torch.save({
+        "step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "stream": batches.state(),
+        "torch_rng": torch.get_rng_state(), "best": best, "best_state": best_state, "losses": losses,
+        "seconds": seconds, "metrics": {k: metrics.get(k) for k in ("tokens", "best_step", "heldout_loss_start")},
+    }, path)
+
+
+def _restore(path, model, optimizer, scheduler, batches, metrics, stop, desc):
+    """Load a saved state into the run; returns (first step, best loss, best weights, losses, seconds)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["step"] >= stop:
+        raise UsageError(f"{desc}: the saved state is at step {state['step']}, not before step {stop}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    batches.restore(state["stream"])
+    torch.set_rng_state(state["torch_rng"])
+    metrics.update(state["metrics"])
+    log.info("%s: continuing from step %d", desc, state["step"])
+    return state["step"] + 1, state["best"], state["best_state"], list(state["losses"]), state["seconds"]
 
 
 def _log_progress(desc: str, step: int, total: int, recent: list[float], elapsed: float) -> None:
@@ -245,9 +312,41 @@ def _linear(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def _forever(tokenizer, rows, batch_size, probability, generator, vocab_size) -> Iterator[dict[str, torch.Tensor]]:
-    while True:
-        yield from mlm_batches(tokenizer, rows, batch_size, probability, generator, vocab_size=vocab_size)
+class _Stream:
+    """Masked batches of ``rows`` for ever, epoch after epoch, with a state to save and restore.
+
+    Draws from ``generator`` exactly as repeated `pipeline.mlm.mlm_batches` passes do (a permutation
+    per epoch, then each batch's masking), so a resumed stream goes on with the very same batches.
+    """
+
+    def __init__(self, tokenizer, rows, batch_size, probability, generator, vocab_size):
+        self.tokenizer, self.rows, self.batch_size = tokenizer, rows, batch_size
+        self.probability, self.generator, self.vocab_size = probability, generator, vocab_size
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self.order: list[int] = []
+        self.position = 0
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.position >= len(self.order):
+            self.order, self.position = torch.randperm(len(self.rows), generator=self.generator).tolist(), 0
+        chosen = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        batch = collate([self.rows[i] for i in chosen], self.tokenizer.pad_token_id)
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], self.special_ids, self.tokenizer.mask_token_id, self.vocab_size, self.probability,
+            self.generator,
+        )
+        return batch
+
+    def state(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": list(self.order), "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = list(state["order"]), state["position"]
 
 
 def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

@@ -58,3 +58,47 @@ def test_progress_lines_every_5_percent(steps, lines, tiny_bert, maltese_sentenc
     assert [int(match[1]) for match in progress] == lines and len(lines) <= PROGRESS_LINES
     assert {int(match[2]) for match in progress} == {steps}
     assert progress[-1][3] == "0:00:00"  # nothing left after the last step
+
+
+def test_stopped_at_rungs_and_continued_equals_straight_through(tiny_xlmr, maltese_sentences, tmp_path):
+    """Distillation stopped at rungs 3 and 6 of a 12-step run, each time saved and continued in a fresh
+    model, ends with the weights of the run trained straight through (rungs are held-out checkpoints in both)."""
+    import torch
+
+    from pipeline.config import DistillConfig
+    from pipeline.distill import distill, init_student
+    from pipeline.training import Fidelity
+
+    cfg = DistillConfig(steps=12, lr=3e-3, batch_size=8, max_length=32, eval_every=5, warmup_steps=2, bf16=False,
+                        grad_accum=2)
+    texts, heldout = maltese_sentences[:200], maltese_sentences[-24:]
+    rungs = (3, 6, 12)
+
+    def student():
+        teacher, tokenizer = modeling.load(tiny_xlmr)
+        return init_student(teacher, 2, "stride"), teacher, tokenizer
+
+    model, teacher, tokenizer = student()
+    straight, _, full = distill(model, teacher, tokenizer, texts, heldout, cfg, fidelity=Fidelity(12, rungs))
+    state, previous, metrics = None, None, {}
+    for rung in rungs:
+        model, teacher, tokenizer = student()  # a new process would start from a fresh model as well
+        save = str(tmp_path / f"state-{rung}.pt") if rung < 12 else None
+        model, _, metrics = distill(model, teacher, tokenizer, texts, heldout, cfg,
+                                    fidelity=Fidelity(rung, rungs, resume=state, save=save))
+        assert metrics["stop_at"] == rung and metrics["resumed_from"] == (previous or 0)
+        state, previous = save, rung
+    for name, tensor in straight.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert metrics["best_step"] == full["best_step"] and metrics["tokens"] == full["tokens"]
+    assert metrics["heldout_loss"] == pytest.approx(full["heldout_loss"], rel=1e-6)
+
+
+def test_a_rung_past_the_run_is_refused(tiny_xlmr, maltese_sentences):
+    from pipeline.errors import UsageError
+    from pipeline.training import Fidelity
+
+    model, tokenizer = modeling.load(tiny_xlmr)
+    cfg = TrainConfig(steps=4, lr=1e-3, batch_size=8, max_length=32, bf16=False)
+    with pytest.raises(UsageError, match="cannot stop at step 9 of a 4-step run"):
+        train_loop(model, tokenizer, maltese_sentences[:20], [], _mlm, cfg, fidelity=Fidelity(9))
