@@ -8,6 +8,12 @@ so trials that share a prefix of stages share its outputs. When the vocabulary i
 distillation, the distillation's teacher needs the same ids: the plan then holds a step that trims
 that teacher alike (``for_teacher``), built once and cached like any other.
 
+Multi-fidelity: with ``rung`` set, a student's last distillation (the one no other distillation
+follows; on the paper's path the second distillation after truncation, one per layers x FFN x hidden)
+trains ``rung`` steps of a ``max(rungs)``-step schedule, and a longer rung continues from a shorter
+one's saved state (`pipeline.training.Fidelity`). Earlier distillations are shared by many students
+through the cache and always train their full steps, so what the last one starts from never changes.
+
 `pipeline.trial.run_trial` executes a plan; `plan_steps` is what it and the dry run share.
 """
 
@@ -29,7 +35,9 @@ from pipeline.config import (
 )
 from pipeline.errors import UsageError
 
-__all__ = ["SIZE_KEYS", "Step", "TrialPlan", "input_key", "plan_from_dict", "plan_steps", "size_problems"]
+__all__ = [
+    "SIZE_KEYS", "Step", "TrialPlan", "input_key", "plan_from_dict", "plan_steps", "rung_steps", "size_problems",
+]
 
 # The config keys a candidate sets, in pipeline order, with the stage that changes each.
 SIZE_KEYS = {
@@ -62,6 +70,8 @@ class TrialPlan:
     cache_dir: str = "cache"
     device: str | None = None
     measure_latency: bool = False
+    rung: int | None = None
+    rungs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class Step:
         sizes: the output's ``num_hidden_layers``, ``intermediate_size``, ``hidden_size`` and
             ``vocab_size`` (a trimmed vocabulary may end up smaller: fewer pieces reach ``min_count``).
         for_teacher: True for a copy of a distillation teacher trimmed like the student.
+        rung: for the multi-fidelity distillation, the step it stops at (None: its full steps).
+        resume: keys of the same build at lower rungs, the highest first (it continues from one).
     """
 
     stage: str
@@ -84,6 +96,21 @@ class Step:
     teacher: str | None
     sizes: Mapping[str, int]
     for_teacher: bool = False
+    rung: int | None = None
+    resume: tuple[str, ...] = ()
+
+
+def rung_steps(min_steps: int, max_steps: int, reduction_factor: int) -> tuple[int, ...]:
+    """The rungs of successive halving: ``min_steps`` times powers of ``reduction_factor``, then ``max_steps``.
+
+    >>> rung_steps(100, 1000, 3)
+    (100, 300, 900, 1000)
+    """
+    rungs, step = [], min_steps
+    while step < max_steps:
+        rungs.append(step)
+        step *= reduction_factor
+    return (*rungs, max_steps)
 
 
 def input_key(model: str) -> str:
@@ -188,7 +215,33 @@ def plan_steps(plan: TrialPlan, teacher_key: str, teacher_config: Mapping[str, A
         key = stage_key(current, stage, settings)
         steps.append(Step(stage, key, current, teacher, sizes))
         current = key
-    return steps
+    return _with_rung(plan, steps) if plan.rung is not None else steps
+
+
+def _with_rung(plan: TrialPlan, steps: list[Step]) -> list[Step]:
+    """The steps with the last distillation stopped at ``plan.rung`` and everything after it re-keyed."""
+    last = max((i for i, s in enumerate(steps) if s.stage in ("distill", "truncate") and not s.for_teacher),
+               default=None)
+    if last is None:
+        return steps
+    if plan.rung not in plan.rungs:
+        raise UsageError(f"rung {plan.rung} is not one of the search's rungs {list(plan.rungs)}")
+    rekeyed = {}
+
+    def key_at(step: Step, rung: int) -> str:
+        return stage_key(step.key, f"{step.stage}@rung", {"rung": rung, "of": max(plan.rungs)})
+
+    out = list(steps[:last])
+    target = steps[last]
+    lower = tuple(key_at(target, r) for r in sorted(plan.rungs, reverse=True) if r < plan.rung)
+    rekeyed[target.key] = key_at(target, plan.rung)
+    out.append(dataclasses.replace(target, key=rekeyed[target.key], rung=plan.rung, resume=lower))
+    for step in steps[last + 1:]:
+        source = rekeyed.get(step.source, step.source)
+        key = stage_key(source, step.stage, {"after": step.key})
+        rekeyed[step.key] = key
+        out.append(dataclasses.replace(step, key=key, source=source, teacher=rekeyed.get(step.teacher, step.teacher)))
+    return out
 
 
 def plan_from_dict(data: dict) -> TrialPlan:

@@ -31,6 +31,7 @@ __all__ = ["build_teacher", "prepare_teacher", "run_trial", "teacher_reference"]
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+_STATE = "train_state.pt"  # a stopped distillation's state, beside its model, for a longer rung to continue
 
 
 class _Texts:
@@ -100,7 +101,7 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
         (each stage's metrics), ``scores`` and ``quality`` (dev: the mean over seeds per task, and
         over tasks), ``test_scores`` and ``test_quality`` (the same on test), ``tasks`` (each task's
         full result), ``config``, and
-        ``latency_ms`` when ``plan.measure_latency``. A trimmed teacher copy's time is
+        ``latency_ms`` when ``plan.measure_latency``, and ``rung`` when the last distillation ran at one. A trimmed teacher copy's time is
         ``timings["teacher_trim_vocab"]``.
 
     Raises:
@@ -128,6 +129,8 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
             continue
         result["timings"][step.stage] = seconds
         result["stage_keys"][step.stage] = step.key
+        if step.rung is not None:
+            result["rung"] = step.rung
         result["stages"][step.stage] = _read_metrics(paths[step.key])
         if hit:
             result["cached"].append(step.stage)
@@ -159,6 +162,20 @@ def teacher_reference(teacher_dir: str, tasks: dict[str, TaskSource], evaluation
 # the distillation teacher (a directory or hub id).
 
 
+def _rung(plan: TrialPlan, step: Step, cfg, out: Path):
+    """The distillation settings of ``step`` and its `Fidelity`: a multi-fidelity step trains ``step.rung``
+    steps of a ``max(plan.rungs)``-step schedule, continuing from the highest lower rung in the cache."""
+    if step.rung is None:
+        return cfg, None
+    from pipeline.training import Fidelity
+
+    longest = max(plan.rungs)
+    resume = next((str(Path(plan.cache_dir) / key / _STATE) for key in step.resume
+                   if is_complete(Path(plan.cache_dir) / key) and (Path(plan.cache_dir) / key / _STATE).is_file()), None)
+    save = str(out / _STATE) if step.rung < longest else None
+    return dataclasses.replace(cfg, steps=longest), Fidelity(step.rung, tuple(plan.rungs), resume=resume, save=save)
+
+
 def _build_distill(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, out: Path) -> None:
     from pipeline.distill import distill, init_student, layer_indices
 
@@ -166,8 +183,9 @@ def _build_distill(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, 
     model, tokenizer = modeling.load(source)
     big, _ = modeling.load(teacher)
     student = init_student(model, layers, init, seed=plan.distill.seed)
-    student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout, plan.distill,
-                                          device=plan.device)
+    cfg, fidelity = _rung(plan, step, plan.distill, out)
+    student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout, cfg,
+                                          device=plan.device, fidelity=fidelity)
     metrics["teacher_layers"] = layer_indices(model.config.num_hidden_layers, layers, init)
     _save(out, student, tokenizer, metrics)
 
@@ -189,8 +207,9 @@ def _build_truncate(plan: TrialPlan, texts: _Texts, step: Step, source, teacher,
     big, _ = modeling.load(teacher)
     student, tokenizer = truncate_hidden(model, tokenizer, step.sizes["hidden_size"], plan.truncate.method)
     del model
-    student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout,
-                                          plan.truncate.distill, device=plan.device)
+    cfg, fidelity = _rung(plan, step, plan.truncate.distill, out)
+    student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout, cfg,
+                                          device=plan.device, fidelity=fidelity)
     _save(out, student, tokenizer, metrics)
 
 

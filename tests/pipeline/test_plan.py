@@ -79,3 +79,20 @@ def test_impossible_candidates_and_orders():
 def test_the_planner_imports_no_torch():
     code = "import sys, pipeline.plan; print([m for m in ('torch', 'transformers') if m in sys.modules])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_rungs_touch_only_the_last_distillation_and_what_follows():
+    from pipeline.plan import rung_steps
+
+    assert rung_steps(100, 1000, 3) == (100, 300, 900, 1000) and rung_steps(50, 50, 2) == (50,)
+    full = plan_steps(plan(Candidate(2, 20, 16, 150)), "hub:t", TEACHER)
+    at = {r: plan_steps(plan(Candidate(2, 20, 16, 150), rung=r, rungs=(3, 9)), "hub:t", TEACHER) for r in (3, 9)}
+    assert [s.key for s in at[3][:2]] == [s.key for s in full[:2]]  # the shared depth distillation: full steps
+    assert at[3][2].rung == 3 and at[9][2].rung == 9 and at[3][2].key != at[9][2].key != full[2].key
+    assert at[9][2].resume == (at[3][2].key,) and at[3][2].resume == ()
+    assert at[3][3].source == at[3][2].key and at[3][3].key != at[9][3].key  # the trim follows its rung
+    # without a truncation the depth distillation is the last one
+    depth = plan_steps(plan(Candidate(2, 37, 32), rung=3, rungs=(3, 9)), "hub:t", TEACHER)
+    assert [(s.stage, s.rung) for s in depth] == [("distill", 3)]
+    with pytest.raises(UsageError, match=r"rung 4 is not one of the search's rungs \[3, 9\]"):
+        plan_steps(plan(Candidate(2, 20, 16), rung=4, rungs=(3, 9)), "hub:t", TEACHER)

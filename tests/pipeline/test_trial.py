@@ -149,3 +149,26 @@ def test_other_orders_reach_the_same_shape(order, second_teacher, plan_for):
     assert list(result["stage_keys"]) == list(order)
     assert result["config"] == {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 20, "vocab_size": 150}
     assert_hf_dir(result["model_dir"])
+
+
+def test_a_higher_rung_continues_the_lower_one(plan_for, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from tests.pipeline.helpers import assert_hf_dir
+
+    base = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16, vocab_size=150))
+    plan = dataclasses.replace(base, rungs=(2, 6), truncate=dataclasses.replace(base.truncate, distill=FAST))
+    low = run_trial(dataclasses.replace(plan, rung=2))
+    high = run_trial(dataclasses.replace(plan, rung=6))
+    assert low["rung"] == 2 and high["rung"] == 6 and high["cached"] == ["distill", "prune"]
+    assert low["stages"]["truncate"]["stop_at"] == 2 and high["stages"]["truncate"]["resumed_from"] == 2
+    assert high["stages"]["truncate"]["steps"] == 6 and low["stage_keys"]["truncate"] != high["stage_keys"]["truncate"]
+    assert low["stage_keys"]["trim_vocab"] != high["stage_keys"]["trim_vocab"]
+    # the same rung trained straight through, in another cache, gives the same student
+    straight = run_trial(dataclasses.replace(plan, rung=6, cache_dir=str(tmp_path / "other")))
+    assert straight["stages"]["truncate"]["resumed_from"] == 0
+    a, b = assert_hf_dir(high["model_dir"]), assert_hf_dir(straight["model_dir"])
+    for name, tensor in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
