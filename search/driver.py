@@ -88,19 +88,42 @@ class TrialBook:
     """The search's trial records and its Pareto front; MLflow is told what changed, never asked.
 
     A record is a plain dict: ``id`` (the trial id), ``run_id``, ``params`` (the candidate's fields),
-    ``metrics``, ``failed``, ``finished`` (its MLflow run is complete), ``feasible``, ``pareto``.
+    ``metrics``, ``failed``, ``finished`` (its MLflow run is complete), ``feasible``, ``pareto``, and
+    with multi-fidelity ``rungs`` (``{rung: objectives there}``) and ``rung`` (the highest it reached:
+    its metrics are those of that rung, and the front is over trials at their highest rung).
 
     Args:
         tracker: the `search.tracking.Tracker` (or any object with its methods).
         objectives: ``[(metric, "min" | "max"), ...]``.
         num_samples: the search's trial count, for progress lines.
         records: records read back on resume (`Tracker.read_records`).
+        gpus_per_trial: a trial's GPU share, to count GPU-seconds.
     """
 
     def __init__(self, tracker: Any, objectives: Sequence[tuple[str, str]], num_samples: int,
-                 records: Iterable[dict[str, Any]] = ()) -> None:
+                 records: Iterable[dict[str, Any]] = (), gpus_per_trial: float = 0.0) -> None:
         self.tracker, self.objectives, self.num_samples = tracker, list(objectives), num_samples
         self.records: dict[str, dict[str, Any]] = {r["id"]: dict(r) for r in records}
+        self.rungs: dict[str, dict[int, dict[str, float]]] = {}  # trial -> rung -> objectives (running trials)
+        self.spent_s = 0.0  # wall seconds of earlier runs of this search (read back on resume)
+        self.gpu_seconds = 0.0
+        self.gpus_per_trial = gpus_per_trial
+
+    def rung_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """Remember a trial's objectives at a rung (logged with the trial when it ends)."""
+        keys = [m for m, _ in self.objectives] + ["feasible"]
+        self.rungs.setdefault(trial_id, {})[int(result["rung"])] = {k: float(result[k]) for k in keys if k in result}
+
+    def rung_history(self) -> dict[int, dict[str, dict[str, float]]]:
+        """``{rung: {trial id: objectives}}`` of every trial recorded so far, in the order they came."""
+        history: dict[int, dict[str, dict[str, float]]] = {}
+        for trial_id, record in self.records.items():
+            for rung, values in (record.get("rungs") or {}).items():
+                history.setdefault(int(rung), {})[trial_id] = values
+        for trial_id, rungs in self.rungs.items():
+            for rung, values in rungs.items():
+                history.setdefault(rung, {}).setdefault(trial_id, values)
+        return history
 
     def logged(self, trial_id: str) -> bool:
         """Whether the trial finished and its run is complete (a failure may still be retried)."""
@@ -114,20 +137,26 @@ class TrialBook:
             return
         previous = self.records.get(trial_id)
         result = json.loads(report.get("result_json") or "{}")
+        rungs = self.rungs.pop(trial_id, {})
+        if report.get("rung"):
+            rungs.setdefault(int(report["rung"]), {})
         record = {"id": trial_id, "run_id": previous["run_id"] if previous else None,
                   "params": dataclasses.asdict(candidate), "metrics": trial_metrics(result, self.tracker.teacher),
-                  "failed": False, "finished": False, "feasible": bool(report.get("feasible", 1)), "pareto": False}
+                  "failed": False, "finished": False, "feasible": bool(report.get("feasible", 1)), "pareto": False,
+                  "rungs": rungs, "rung": max(rungs) if rungs else None}
+        self.gpu_seconds += float(report.get("time_total_s") or 0.0) * self.gpus_per_trial
         self.records[trial_id] = record
         front = self.front()
         record["pareto"] = trial_id in front
         record["run_id"] = self.tracker.log_trial(
             trial_id, record["params"], result, record["metrics"], name=f"{trial_id} {label(candidate)}",
-            feasible=record["feasible"], pareto=record["pareto"], run_id=record["run_id"])
+            feasible=record["feasible"], pareto=record["pareto"], run_id=record["run_id"], rungs=rungs)
         record["finished"] = True
         self._apply(front)
         done = sum(r["finished"] and not r["failed"] for r in self.records.values())
-        logger.info("trial %d/%d %s %s: %s; Pareto front: %d", done, self.num_samples, trial_id, label(candidate),
-                    _summary(record, self.objectives), len(front))
+        at = f" (rung {record['rung']})" if record["rung"] else ""
+        logger.info("trial %d/%d %s %s%s: %s; Pareto front: %d", done, self.num_samples, trial_id, label(candidate),
+                    at, _summary(record, self.objectives), len(front))
 
     def failed(self, trial_id: str, candidate: Candidate, error: str, attempts: int | None = None) -> None:
         """Record a trial that failed for good."""
@@ -246,7 +275,10 @@ def search(spec: Spec, resume: bool = False) -> SearchResult:
     })
     if reference and (not resume or not tracker.teacher):
         tracker.log_teacher(reference)
-    book = TrialBook(tracker, objectives, spec.search.num_samples, tracker.read_records() if resume else ())
+    book = TrialBook(tracker, objectives, spec.search.num_samples, tracker.read_records() if resume else (),
+                     gpus_per_trial=spec.search.resources.gpu)
+    book.spent_s, book.gpu_seconds = tracker.spent() if resume else (0.0, 0.0)
+    clock = time.time()
     status = "FAILED"
     try:
         for outcome in run_tuner(spec, context, name, book):
@@ -254,6 +286,7 @@ def search(spec: Spec, resume: bool = False) -> SearchResult:
         members = book.finalise()
         status = "FINISHED"
     finally:
+        tracker.log_spent(book.spent_s + time.time() - clock, book.gpu_seconds, spec.search.time_budget_s)
         tracker.finish(status)
     return SearchResult(name, list(book.records.values()), members, reference, time.time() - started)
 

@@ -46,6 +46,7 @@ class TrialContext:
         objectives: ``((metric, "min" | "max"), ...)``.
         max_params, min_quality, max_latency_ms: the spec's constraints (None: no limit).
         trial_fn: ``module:function`` replacing `pipeline.trial.run_trial` (testing hook), or None.
+        rungs: the distillation steps of multi-fidelity's rungs (empty: every trial trains in full).
     """
 
     plan: TrialPlan
@@ -55,11 +56,13 @@ class TrialContext:
     min_quality: float | None = None
     max_latency_ms: float | None = None
     trial_fn: str | None = None
+    rungs: tuple[int, ...] = ()
 
 
 def evaluate_candidate(context: TrialContext, candidate: Candidate,
-                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or, when it breaks ``max_params``, only size) one candidate.
+                       progress: Callable[[str], None] | None = None, rung: int | None = None) -> dict[str, Any]:
+    """Run (or, when it breaks ``max_params``, only size) one candidate, at a rung of the search's
+    fidelity (``rung``; None: in full).
 
     Returns:
         ``{"metrics": {objectives, params, quality, <task>: score (dev), test_quality, test_<task>,
@@ -77,7 +80,8 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
                    for m, d in context.objectives}
         result = {"params": params, "infeasible": f"params {params} > max_params {context.max_params}"}
         return {"metrics": {**metrics, "params": params}, "feasible": False, "result": result}
-    result = _trial_fn(context)(dataclasses.replace(context.plan, candidate=candidate), progress)
+    plan = dataclasses.replace(context.plan, candidate=candidate, rung=rung, rungs=context.rungs if rung else ())
+    result = _trial_fn(context)(plan, progress)
     metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms")
                if key in result}
     metrics.update(result.get("scores") or {})

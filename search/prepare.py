@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import Candidate
-from pipeline.plan import TrialPlan
+from pipeline.plan import TrialPlan, rung_steps
 from pipeline.sizes import config_parameters
 from search.objective import TRIAL_FN_ENV, TrialContext, evaluate_candidate
 from search.schema import Spec
@@ -100,7 +100,9 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
         device="cuda" if spec.search.resources.gpu > 0 else None, measure_latency=spec.measures_latency,
     )
     constraints = spec.constraints
+    fidelity = spec.search.fidelity
     context = TrialContext(
+        rungs=rung_steps(fidelity.min_steps, fidelity.max_steps, fidelity.reduction_factor) if fidelity else (),
         plan=plan, teacher_config=config, objectives=tuple((o.metric, o.direction) for o in spec.objectives),
         max_params=constraints.max_params, min_quality=constraints.min_quality,
         max_latency_ms=constraints.max_latency_ms, trial_fn=trial_fn,

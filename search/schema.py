@@ -54,6 +54,7 @@ __all__ = [
     "SYNTHETIC_DIR_ENV",
     "Constraints",
     "Data",
+    "Fidelity",
     "MlflowSettings",
     "Objective",
     "RaySettings",
@@ -283,6 +284,20 @@ class Resources(_Section):
     gpu: float = Field(default=0.0, ge=0)
 
 
+class Fidelity(_Section):
+    """Multi-objective successive halving over distillation steps (see `search.tuner`).
+
+    Every trial first trains its last distillation for ``min_steps`` of a ``max_steps`` schedule; at
+    each rung (``min_steps`` times powers of ``reduction_factor``, then ``max_steps``) only the best
+    ``1 / reduction_factor`` of the trials that reached it, by non-dominated rank and crowding
+    distance, continue from where they stopped.
+    """
+
+    min_steps: PositiveInt
+    max_steps: PositiveInt
+    reduction_factor: int = 3
+
+
 class SearchSettings(_Section):
     """The sampler and how many trials run, where, and with which budget.
 
@@ -292,6 +307,9 @@ class SearchSettings(_Section):
     outputs shared by trials, default ``<repo>/.cache/stages``) and ``synthetic_dir`` (where
     ``synthetic:`` languages and their teachers are built once, default ``$LRL_SYNTHETIC_ROOT`` or
     ``<repo>/.cache/synthetic``). On a multi-node cluster all three must be on storage every node sees.
+    ``fidelity``: multi-fidelity over distillation steps (None: every trial trains in full).
+    ``time_budget_s``: wall seconds for the whole search; no trial starts that would not fit, running
+    ones finish (None: no limit).
     """
 
     sampler: Literal["nsga2", "tpe"] = "nsga2"
@@ -303,6 +321,8 @@ class SearchSettings(_Section):
     storage_path: str | None = Field(default=None, validate_default=True)
     cache_dir: str | None = Field(default=None, validate_default=True)
     synthetic_dir: str | None = Field(default=None, validate_default=True)
+    fidelity: Fidelity | None = None
+    time_budget_s: float | None = None
 
     @field_validator("storage_path", "cache_dir", "synthetic_dir")
     @classmethod

@@ -85,7 +85,33 @@ def spec_problems(spec: Spec) -> list[tuple[str, str]]:
         if build.num_attention_heads > 0 and build.hidden_size % build.num_attention_heads:
             problems.append(("teacher.build.hidden_size", f"{build.hidden_size} is not divisible by "
                              f"num_attention_heads={build.num_attention_heads}"))
-    return problems + _window_problems(spec)
+    return problems + _window_problems(spec) + _search_problems(spec)
+
+
+def _search_problems(spec: Spec) -> list[tuple[str, str]]:
+    """The fidelity and the budget: sizes that cannot work."""
+    problems = []
+    fidelity, budget = spec.search.fidelity, spec.search.time_budget_s
+    if budget is not None and budget <= 0:
+        problems.append(("search.time_budget_s", f"must be more than 0 seconds, got {budget:g}"))
+    if fidelity is not None:
+        if fidelity.min_steps > fidelity.max_steps:
+            problems.append(("search.fidelity.min_steps",
+                             f"{fidelity.min_steps} is above max_steps={fidelity.max_steps}"))
+        if fidelity.reduction_factor < 2:
+            problems.append(("search.fidelity.reduction_factor", f"must be at least 2, got {fidelity.reduction_factor}"))
+    return problems
+
+
+def _fidelity_needs_distillation(spec: Spec, teacher: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Multi-fidelity works on distillation steps: some candidate must distil."""
+    if spec.search.fidelity is None:
+        return []
+    if any(layers < teacher["num_hidden_layers"] for layers in spec.space.layers) or any(
+            hidden < teacher["hidden_size"] for hidden in spec.space.hidden):
+        return []
+    return [("search.fidelity", "no candidate of the space distils (every layers and hidden choice is the "
+             "teacher's), so there are no distillation steps to share out; remove search.fidelity")]
 
 
 def _window_problems(spec: Spec) -> list[tuple[str, str]]:
@@ -203,6 +229,8 @@ def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, ch
         else:
             if space is not None:
                 problems += check_against_teacher(space, config)
+            if spec is not None:
+                problems += _fidelity_needs_distillation(spec, config)
     lines = [_with_origin(f"{shown}: {loc}: {message}", loc, origins) for loc, message in problems]
     lines += [_with_origin(f"{shown}: {line}", "teacher.model", origins) for line in teacher_problems]
     if override_problems or lines:

@@ -185,6 +185,16 @@ class Tracker:
         self.client.log_batch(self._parent(), metrics=[
             Metric(f"teacher_{k}", v, _now(), 0) for k, v in self.teacher.items()])
 
+    def log_spent(self, wall_s: float, gpu_s: float, budget_s: float | None) -> None:
+        """What the search has spent so far (``spent_s``, ``gpu_seconds``) and its budget (``budget_s``)."""
+        values = {"spent_s": wall_s, "gpu_seconds": gpu_s, **({"budget_s": budget_s} if budget_s else {})}
+        self.client.log_batch(self._parent(), metrics=[Metric(k, float(v), _now(), 0) for k, v in values.items()])
+
+    def spent(self) -> tuple[float, float]:
+        """``(spent_s, gpu_seconds)`` an earlier run of this search recorded (zeros when none)."""
+        metrics = self.client.get_run(self._parent()).data.metrics
+        return float(metrics.get("spent_s", 0.0)), float(metrics.get("gpu_seconds", 0.0))
+
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status)
@@ -216,6 +226,8 @@ class Tracker:
                 "metrics": dict(run.data.metrics), "failed": run.info.status == "FAILED",
                 "finished": run.info.status in ("FINISHED", "FAILED"),
                 "feasible": tags.get("feasible", "true") != "false", "pareto": tags.get("pareto") == "true",
+                "rungs": {int(r): v for r, v in json.loads(tags.get("lrl.rungs", "{}")).items()},
+                "rung": int(tags["rung"]) if "rung" in tags else None,
             })
         return records
 
@@ -231,7 +243,7 @@ class Tracker:
 
     def log_trial(self, trial_id: str, candidate: Mapping[str, Any], result: Mapping[str, Any],
                   metrics: Mapping[str, float], *, name: str, feasible: bool, pareto: bool,
-                  run_id: str | None = None) -> str:
+                  run_id: str | None = None, rungs: Mapping[int, Mapping[str, float]] | None = None) -> str:
         """Log one finished trial; returns its run id.
 
         Args:
@@ -244,13 +256,21 @@ class Tracker:
             feasible: False for a candidate that breaks a constraint (kept off the Pareto front).
             pareto: whether the trial is on the front now.
             run_id: an existing run of this trial to complete instead of a new one.
+            rungs: multi-fidelity's ``{rung: objectives}``; each logged as that metric's history (step
+                = the rung's distillation steps), and the tags ``rung`` (the highest) and ``lrl.rungs``.
         """
         run_id = self._open_trial_run(trial_id, name, candidate, run_id)
         tags = {"feasible": str(feasible).lower(), "pareto": str(pareto).lower()}
         for key, value in (result.get("config") or {}).items():
             tags[f"student.{key}"] = str(value)
         now = _now()
-        self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+        history = []
+        if rungs:
+            tags.update({"rung": str(max(rungs)), "lrl.rungs": json.dumps({str(r): v for r, v in sorted(rungs.items())})})
+            history = [Metric(k, v, now, int(r)) for r, values in sorted(rungs.items()) for k, v in values.items()
+                       if k != "feasible" and _finite(v)]
+        step = int(max(rungs)) if rungs else 0
+        self.client.log_batch(run_id, metrics=history + [Metric(k, v, now, step) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_text(run_id, json.dumps(_jsonable(result), indent=2, sort_keys=True), "trial.json")
         model_dir = result.get("model_dir")

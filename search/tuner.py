@@ -2,9 +2,17 @@
 imports ray.
 
 The trainable turns sampled values into a candidate, calls `search.objective.evaluate_candidate` and
-makes the one ``tune.report`` of the trial. The searcher is ``OptunaSearch`` (several objectives, the
-spec's seeded sampler, the study in SQLite) behind a ``ConcurrencyLimiter``. The callback hands each
+reports the trial's objectives: once, or once per rung of multi-fidelity. The searcher is
+``OptunaSearch`` (several objectives, the spec's seeded sampler, the study in SQLite) behind a
+``ConcurrencyLimiter`` that also keeps the time budget. The callback hands each rung result and each
 finished or failed trial to the driver's `search.driver.TrialBook` in the driver process.
+
+Multi-fidelity (``search.fidelity``): `MultiObjectiveHalving` is asynchronous successive halving for
+several objectives, a Tune scheduler. When a trial reports at a rung it is compared with every trial
+that reached that rung so far and continues only when it is among the best ``1 / reduction_factor``
+by non-dominated rank and crowding distance (`search.pareto.promoted`); otherwise it stops there and
+Optuna is told its objectives at that rung (its last report). Ray does not save a scheduler's state
+with the experiment: on ``--resume`` the driver's records seed it again.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +32,18 @@ import torch  # noqa: F401
 import ray
 from ray import tune
 from ray.tune import Callback
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pipeline.config import Candidate
 from search.objective import TrialContext, evaluate_candidate
+from search.pareto import promoted
 from search.sampler import distributions, make_sampler, study_storage
 from search.schema import Spec
 from search.space import label, to_candidate
 
-__all__ = ["Outcome", "run_tuner", "trainable"]
+__all__ = ["MultiObjectiveHalving", "Outcome", "run_tuner", "trainable"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +61,12 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
         print(f"[{name}] {message}", file=sys.stderr, flush=True)
 
     progress("start")
-    outcome = evaluate_candidate(context, candidate, progress)
-    tune.report({**outcome["metrics"], "feasible": int(outcome["feasible"]),
-                 "result_json": json.dumps(outcome["result"], default=str)})
+    for rung in context.rungs or (None,):  # a trial the scheduler stops is not called back after its report
+        if rung is not None:
+            progress(f"rung {rung} ({rung} distillation steps)")
+        outcome = evaluate_candidate(context, candidate, progress, rung=rung)
+        tune.report({**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung or 0,
+                     "result_json": json.dumps(outcome["result"], default=str)})
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,10 @@ class _Forward(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "book": None}
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.book is not None and result.get("rung"):
+            _safe(self.book.rung_result, trial.trial_id, result)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         logger.info("trial %s %s started", trial.trial_id, _label(trial.config))
 
@@ -95,6 +113,93 @@ class _Forward(Callback):
         if self.book is not None:
             _safe(self.book.retrying, trial.trial_id, to_candidate(trial.config), _error_text(trial),
                   trial.num_failures, self.max_failures + 1)
+
+
+class MultiObjectiveHalving(FIFOScheduler):
+    """Asynchronous successive halving over the rungs of ``context.rungs``, for several objectives.
+
+    Args:
+        objectives: ``[(metric, "min" | "max"), ...]``.
+        rungs: the rungs' steps, increasing; the last one is the full run.
+        reduction_factor: only the best ``1 / reduction_factor`` at a rung continue.
+    """
+
+    def __init__(self, objectives, rungs: tuple[int, ...], reduction_factor: int) -> None:
+        super().__init__()
+        self.objectives, self.rungs, self.reduction_factor = list(objectives), tuple(rungs), reduction_factor
+        self.results: dict[int, dict[str, tuple[float, ...]]] = {rung: {} for rung in self.rungs[:-1]}
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True  # the objectives are given to the constructor: Tune's single metric does not fit
+
+    def values(self, metrics: dict) -> tuple[float, ...]:
+        """The objectives as minimised values; an infeasible trial is worse than every feasible one."""
+        if not metrics.get("feasible", 1):
+            return tuple(float("inf") for _ in self.objectives)
+        return tuple(float(metrics[m]) if d == "min" else -float(metrics[m]) for m, d in self.objectives)
+
+    def seed(self, history: dict[int, dict[str, dict]]) -> None:
+        """Rung results recorded before a restart: ``{rung: {trial id: metrics}}``."""
+        for rung, trials in history.items():
+            if rung in self.results:
+                for trial_id, metrics in trials.items():
+                    self.results[rung].setdefault(trial_id, self.values(metrics))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        rung = result.get("rung")
+        if rung not in self.results:
+            return TrialScheduler.CONTINUE
+        here = self.results[rung]
+        here[trial.trial_id] = self.values(result)
+        if promoted(here, trial.trial_id, self.reduction_factor):
+            logger.info("trial %s goes on past rung %d (%d trials there)", trial.trial_id, rung, len(here))
+            return TrialScheduler.CONTINUE
+        logger.info("trial %s stops at rung %d (%d trials there)", trial.trial_id, rung, len(here))
+        return TrialScheduler.STOP
+
+    def debug_string(self) -> str:
+        return "MultiObjectiveHalving: " + ", ".join(f"rung {r}: {len(t)}" for r, t in self.results.items())
+
+
+class _Budgeted(ConcurrencyLimiter):
+    """The concurrency limit, plus the time budget: no trial starts that would not end within it.
+
+    A trial is expected to take as long as the finished ones did on average (before the first one
+    ends, trials start freely, up to the concurrency limit). Running trials always finish.
+    """
+
+    def __init__(self, searcher, max_concurrent: int, budget_s: float | None) -> None:
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.budget_s, self.started = budget_s, time.time()
+        self.durations: list[float] = []
+        self.starts: dict[str, float] = {}
+        self.exhausted = False
+
+    def suggest(self, trial_id: str):
+        if self.budget_s is not None:
+            expected = sum(self.durations) / len(self.durations) if self.durations else 0.0
+            if time.time() - self.started + expected > self.budget_s:
+                if not self.exhausted:
+                    logger.info("time budget: %.0f of %.0f s spent and a trial takes about %.0f s: no new trial",
+                                time.time() - self.started, self.budget_s, expected)
+                self.exhausted = True
+                return Searcher.FINISHED
+        suggestion = super().suggest(trial_id)
+        if isinstance(suggestion, dict):
+            self.starts[trial_id] = time.time()
+        return suggestion
+
+    def set_state(self, state: dict) -> None:
+        """Tune restores the saved state inside ``fit()``: keep the clock the driver set for this run and
+        forget start times of trials that a restart cut short."""
+        live = {"started": self.started, "budget_s": self.budget_s, "starts": {}, "exhausted": False}
+        super().set_state(state)
+        self.__dict__.update(live)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        if trial_id in self.starts:
+            self.durations.append(time.time() - self.starts.pop(trial_id))
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterator[Outcome]:
@@ -117,9 +222,16 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
     if path.exists() and tune.Tuner.can_restore(str(path)):
         logger.info("restoring the Tune experiment %s", path)
         tuner = tune.Tuner.restore(str(path), trainable=fn, resume_errored=True)
-        # Ray 2.60 restores the run config, callbacks included, from the experiment's tuner.pkl and
-        # offers no public setter: hand the restored run the current callback.
-        tuner._local_tuner.get_run_config().callbacks = [callback]
+        # Ray 2.60 restores the run and tune configs from the experiment's tuner.pkl and offers no
+        # public setter: hand the restored run the current callback, the rung results recorded so
+        # far (a scheduler's state is not saved) and a budget clock that counts the time already spent.
+        local = tuner._local_tuner
+        local.get_run_config().callbacks = [callback]
+        scheduler, searcher = local._tune_config.scheduler, local._tune_config.search_alg
+        if isinstance(scheduler, MultiObjectiveHalving):
+            scheduler.seed(book.rung_history())
+        if isinstance(searcher, _Budgeted):
+            searcher.started = time.time() - book.spent_s
     else:
         metrics, modes = zip(*context.objectives)
         searcher = OptunaSearch(
@@ -127,11 +239,14 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
             sampler=make_sampler(spec, context.teacher_config), storage=study_storage(spec.study_storage),
             study_name=name,
         )
+        fidelity = spec.search.fidelity
+        scheduler = (MultiObjectiveHalving(context.objectives, context.rungs, fidelity.reduction_factor)
+                     if fidelity else None)
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
-                num_samples=spec.search.num_samples, reuse_actors=False,
+                search_alg=_Budgeted(searcher, spec.search.max_concurrent, spec.search.time_budget_s),
+                num_samples=spec.search.num_samples, reuse_actors=False, scheduler=scheduler,
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage), callbacks=[callback], verbose=0,

@@ -33,6 +33,11 @@ def fake_trial(plan, progress=None) -> dict:
     time.sleep(float(os.environ.get("LRL_FAKE_SLEEP", "0")))
     quality = round(0.3 + 0.1 * c.num_hidden_layers + 0.002 * c.hidden_size + 0.001 * c.intermediate_size
                     - (0.05 if c.vocab_size else 0.0), 6)
+    if plan.rung:  # multi-fidelity: a longer rung learns more
+        quality = round(quality * (0.6 + 0.4 * plan.rung / max(plan.rungs)), 6)
+    if os.environ.get("LRL_FAKE_CALLS"):  # one line a call, to count repeats
+        with open(os.environ["LRL_FAKE_CALLS"], "a") as calls:
+            calls.write(f"{label(c)} {plan.rung}\n")
     out = Path(plan.cache_dir) / "fake" / label(c)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**config, **sizes}))

@@ -80,7 +80,7 @@ class RecordingTracker:
     def __init__(self):
         self.teacher, self.calls, self.runs = {"quality": 1.0, "params": 1000}, [], 0
 
-    def log_trial(self, trial_id, candidate, result, metrics, *, name, feasible, pareto, run_id=None):
+    def log_trial(self, trial_id, candidate, result, metrics, *, name, feasible, pareto, run_id=None, rungs=None):
         self.calls.append(("log_trial", trial_id, pareto))
         self.runs += 1
         return run_id or f"run-{trial_id}"

@@ -95,3 +95,49 @@ def test_dominates():
     assert dominates((1, 1), (1, 2))
     assert not dominates((1, 2), (1, 2))
     assert not dominates((0, 3), (1, 2))
+
+
+# ---------------------------------------------------------------- multi-objective successive halving
+from search.pareto import crowding_distance, hypervolume, non_dominated_fronts, promoted, rank  # noqa: E402
+
+
+def test_fronts_and_crowding():
+    points = [(1, 3), (2, 2), (3, 1), (3, 3), (4, 4)]
+    assert non_dominated_fronts(points) == [[0, 1, 2], [3], [4]]
+    crowd = crowding_distance(points, [0, 1, 2])
+    assert crowd[0] == crowd[2] == float("inf") and crowd[1] == 2.0
+    assert rank(points) == [0, 2, 1, 3, 4]  # the middle of the first front is the most crowded
+
+
+def test_promotion_keeps_the_top_share_by_front_then_crowding():
+    rung = {"a": (1, 5), "b": (2, 4), "c": (3, 3), "d": (4, 2), "e": (5, 1), "f": (5, 5)}
+    # 6 trials, reduction factor 3: the best 2 continue; all but f are non-dominated, the two ends win
+    assert {t for t in rung if promoted(rung, t, 3)} == {"a", "e"}
+
+
+def test_ties_are_broken_by_arrival():
+    rung = {"a": (1, 1), "b": (1, 1), "c": (1, 1), "d": (2, 2)}
+    assert [t for t in rung if promoted(rung, t, 2)] == ["a", "b"]
+
+
+def test_three_objectives():
+    rung = {"a": (0, 0, 9), "b": (9, 0, 0), "c": (0, 9, 0), "d": (5, 5, 5), "e": (6, 6, 6), "f": (7, 7, 7)}
+    assert {t for t in rung if promoted(rung, t, 2)} == {"a", "b", "c"}  # the first front, 3 of 6
+
+
+def test_fewer_trials_than_the_reduction_factor():
+    assert promoted({"a": (1, 1)}, "a", 3)  # the first trial at a rung goes on
+    assert promoted({"a": (2, 2), "b": (1, 1)}, "b", 3) and not promoted({"a": (1, 1), "b": (2, 2)}, "b", 3)
+
+
+def test_a_failed_trial_is_simply_absent():
+    # "x" failed before this rung: it is not in the results and takes no place among the kept
+    assert promoted({"a": (3, 3), "b": (1, 1), "c": (2, 2)}, "c", 2) is False
+    assert promoted({"a": (3, 3), "c": (2, 2)}, "c", 2) is True
+
+
+def test_hypervolume():
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (4, 4)) == 6.0
+    assert hypervolume([(1, 3), (2, 2), (3, 1), (3, 3)], (4, 4)) == 6.0  # a dominated point adds nothing
+    assert hypervolume([(0, 0, 1), (1, 1, 0)], (2, 2, 2)) == 5.0
+    assert hypervolume([(5, 5)], (4, 4)) == 0.0

@@ -314,3 +314,26 @@ def test_a_teacher_built_from_scratch_is_sized_before_it_exists(tmp_path, capsys
     odd = minimal(teacher={"build": {"hidden_size": 250}})
     with pytest.raises(SpecError, match=r"teacher.build.hidden_size: 250 is not divisible by num_attention_heads=4"):
         load_spec(write_spec(tmp_path / "d", odd, teacher=None))
+
+
+@pytest.mark.parametrize(("search", "space", "expected"), [
+    ({"fidelity": {"min_steps": 500, "max_steps": 100}}, {}, "search.fidelity.min_steps: 500 is above max_steps=100"),
+    ({"fidelity": {"min_steps": 10, "max_steps": 100, "reduction_factor": 1}}, {},
+     "search.fidelity.reduction_factor: must be at least 2, got 1"),
+    ({"time_budget_s": 0}, {}, "search.time_budget_s: must be more than 0 seconds, got 0"),
+    ({"time_budget_s": -5}, {}, "search.time_budget_s: must be more than 0 seconds, got -5"),
+    ({"fidelity": {"min_steps": 10, "max_steps": 100}}, {"layers": [12], "hidden": [768]},
+     "search.fidelity: no candidate of the space distils"),
+    ({"fidelity": {"min_steps": 0, "max_steps": 100}}, {}, "search.fidelity.min_steps: Input should be greater than 0"),
+])
+def test_bad_fidelity_and_budget_name_the_field(tmp_path, search, space, expected):
+    path = write_spec(tmp_path, minimal(search=search, **({"space": space} if space else {})))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{path}: {expected}"), info.value.problems
+
+
+def test_fidelity_defaults():
+    from search.schema import Fidelity
+
+    assert Fidelity(min_steps=100, max_steps=900).reduction_factor == 3

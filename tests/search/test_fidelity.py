@@ -1,0 +1,89 @@
+"""Multi-fidelity and the time budget in a real Ray search with fake trials (slow): trials stop at
+rungs, rung histories reach MLflow, Optuna hears each trial's highest rung, the budget stops sampling,
+and a killed multi-fidelity search resumes without repeating a trial."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.search.fakes import write_spec
+from tests.search.test_driver import child_runs, run_cli
+from tests.search.test_resume import start_cli, wait_for
+
+FIDELITY = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3}"
+
+
+@pytest.mark.slow
+def test_multi_fidelity_search_stops_trials_at_rungs(tmp_path):
+    import optuna
+
+    spec = write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=8)
+    calls = tmp_path / "calls.txt"
+    proc = run_cli(str(spec), env={"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_CALLS": str(calls)},
+                   timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, _, children = child_runs(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}", "fake")
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    reached = Counter(int(r.data.tags["rung"]) for r in children)
+    assert reached[10] >= 1 and reached[90] >= 1 and reached[90] < 8  # some stopped early, some went all the way
+    for run in children:
+        history = client.get_metric_history(run.info.run_id, "quality")
+        rungs = sorted({m.step for m in history})
+        assert rungs == [r for r in (10, 30, 90) if r <= int(run.data.tags["rung"])]
+        assert run.data.metrics["quality"] == max(history, key=lambda m: m.step).value
+    # each (candidate, rung) trained once: a promoted trial continues, it does not start again
+    pairs = Counter(tuple(line.split()) for line in calls.read_text().splitlines())
+    assert max(pairs.values()) == 1
+    # Optuna was told each trial's objectives at the highest rung it reached
+    study = optuna.load_study(study_name=children[0].data.tags["lrl.search"],
+                              storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}")
+    told = sorted(round(t.values[0], 6) for t in study.trials if t.values)
+    assert told == sorted(round(r.data.metrics["quality"], 6) for r in children)
+
+
+@pytest.mark.slow
+def test_time_budget_stops_sampling_and_is_recorded(tmp_path):
+    spec = write_spec(tmp_path, search="time_budget_s: 6", num_samples=20)
+    proc = run_cli(str(spec), env={"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_SLEEP": "2"},
+                   timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = child_runs(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}", "fake")
+    assert 2 <= len(children) < 20 and all(r.info.status == "FINISHED" for r in children)
+    metrics = parents[0].data.metrics
+    assert metrics["budget_s"] == 6 and metrics["spent_s"] > 0 and metrics["gpu_seconds"] == 0
+    assert "no new trial" in proc.stderr
+
+
+@pytest.mark.slow
+def test_multi_fidelity_search_resumes_after_a_kill(tmp_path):
+    write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=6)
+    env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_SLEEP": "1", "LRL_FAKE_CALLS": str(tmp_path / "c")}
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = start_cli(str(tmp_path / "spec.yaml"), env=env, log=out)
+        try:
+            wait_for(log, r"trial 2/6 \w+ .*: quality=", proc, timeout=300)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            time.sleep(2)
+            import os
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    _, _, before = child_runs(uri, "fake")
+    kept = {r.data.tags["lrl.trial_id"]: r.data.tags.get("lrl.rungs") for r in before if r.info.status == "FINISHED"}
+    resumed = run_cli(str(tmp_path / "spec.yaml"), "--resume", env=env, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, _, children = child_runs(uri, "fake")
+    ids = [r.data.tags["lrl.trial_id"] for r in children]
+    assert len(ids) == len(set(ids)) == 6 and all(r.info.status == "FINISHED" for r in children)
+    after = {r.data.tags["lrl.trial_id"]: r.data.tags.get("lrl.rungs") for r in children}
+    assert all(after[trial] == rungs for trial, rungs in kept.items())  # rungs kept as they were
+    assert "6 trials finished, 0 failed" in resumed.stdout
