@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("spec", metavar="SPEC", help="the spec file (YAML), e.g. specs/maltese.yaml")
     parser.add_argument("--dry-run", action="store_true", help="validate and print every candidate's size; run nothing, write nothing")
+    parser.add_argument("--throughput", type=float, metavar="TOKENS_PER_S",
+                        help="with --dry-run: distillation throughput (measured or stated) for a time estimate")
     parser.add_argument("--check", action="store_true",
                         help="open every source (teacher, corpus, held-out text, tasks), summarise it, report problems; train nothing")
     parser.add_argument(
@@ -54,13 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spec = load_spec(args.spec, overrides)
         if args.dry_run:
-            from search.space import format_build_summary, format_size_table, size_table
+            from search.space import format_build_summary, format_cost, format_size_table, size_table
 
             config = teacher_config(spec)
             rows = size_table(spec, config)
             print(format_size_table(spec, config, rows))
             print()
             print(format_build_summary(spec, config, rows))
+            print(format_cost(spec, config, rows, args.throughput))
             return 0
         if args.check:
             from search.preflight import preflight

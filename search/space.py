@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import Candidate
-from pipeline.plan import TrialPlan, plan_steps
+from pipeline.plan import TrialPlan, plan_steps, rung_steps
 from pipeline.families import family_of
 from pipeline.sizes import config_parameters
 from search.schema import Constraints, Spec
@@ -29,6 +29,7 @@ __all__ = [
     "choices",
     "constraint_violations",
     "format_build_summary",
+    "format_cost",
     "format_size_table",
     "label",
     "size_table",
@@ -173,11 +174,7 @@ def format_build_summary(spec: Spec, teacher_config: Mapping[str, Any], rows: li
     kept = [row.candidate for row in rows if not row.violations]
     if not kept:
         return "stage builds: no candidate within constraints"
-    template = TrialPlan(
-        teacher=spec.teacher.label, candidate=None, order=spec.stages.order, corpus=spec.data.corpus,
-        heldout=spec.data.heldout, distill=spec.distill, prune=spec.prune, truncate=spec.truncate,
-        trim_vocab=spec.trim_vocab,
-    )
+    template = _template(spec)
     users: dict[str, Counter] = {}  # stage -> Counter(key -> number of candidates using it)
     total = 0
     for candidate in kept:
@@ -196,6 +193,56 @@ def format_build_summary(spec: Spec, teacher_config: Mapping[str, Any], rows: li
                      f"(up to {max(keys.values())})")
     lines.append(f"  {'evaluate':<18} {len(kept):>5} students x {len(spec.data.tasks)} tasks")
     return "\n".join(lines)
+
+
+def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedCandidate],
+                throughput: float | None = None) -> str:
+    """What the search will cost in distillation steps (and hours, given a throughput in tokens/s).
+
+    Counts every candidate within constraints: the distillation builds with reuse and without, and for
+    ``search.num_samples`` trials the expected steps of their last distillations, in full and with
+    ``search.fidelity`` (successive halving: about ``n / factor**k`` trials reach rung ``k``).
+    """
+    kept = [row.candidate for row in rows if not row.violations]
+    steps_of = {"distill": spec.distill.steps, "truncate": spec.truncate.distill.steps}
+    if not kept or None in steps_of.values():
+        return "cost: the distillation stages run for epochs, not steps: give distill.steps to see the cost"
+    template = _template(spec)
+    unique: dict[str, int] = {}
+    total = last_total = 0
+    for candidate in kept:
+        steps = [s for s in plan_steps(dataclasses.replace(template, candidate=candidate), "teacher", teacher_config)
+                 if s.stage in steps_of]
+        for step in steps:
+            unique[step.key] = steps_of[step.stage]
+        total += sum(steps_of[s.stage] for s in steps)
+        last_total += steps_of[steps[-1].stage] if steps else 0
+    cfg = spec.distill
+    tokens = cfg.batch_size * cfg.grad_accum * cfg.max_length
+    n = min(spec.search.num_samples, len(kept))
+    last_mean = last_total / len(kept)
+    lines = [f"cost in distillation steps (a step: at most {cfg.batch_size} x {cfg.grad_accum} x {cfg.max_length} = "
+             f"{tokens:,} tokens):",
+             f"  every candidate: {len(unique)} builds, {sum(unique.values()):,} steps with reuse, {total:,} without",
+             f"  {n} sampled trials, last distillations in full: about {n * last_mean:,.0f} steps"]
+    fidelity = spec.search.fidelity
+    if fidelity is not None:
+        rungs = rung_steps(fidelity.min_steps, fidelity.max_steps, fidelity.reduction_factor)
+        expected = sum(n / fidelity.reduction_factor**k * (r - (rungs[k - 1] if k else 0)) for k, r in enumerate(rungs))
+        lines.append(f"  with search.fidelity (rungs {', '.join(map(str, rungs))}; factor {fidelity.reduction_factor}): "
+                     f"about {expected:,.0f} steps ({expected / (n * fidelity.max_steps):.0%} of {n} x {fidelity.max_steps:,})")
+    if throughput:
+        hours = sum(unique.values()) * tokens / throughput / 3600
+        lines.append(f"  at {throughput:,.0f} tokens/s: at most {hours:.1f} h for every candidate's builds, one at a time")
+    return "\n".join(lines)
+
+
+def _template(spec: Spec) -> TrialPlan:
+    return TrialPlan(
+        teacher=spec.teacher.label, candidate=None, order=spec.stages.order, corpus=spec.data.corpus,
+        heldout=spec.data.heldout, distill=spec.distill, prune=spec.prune, truncate=spec.truncate,
+        trim_vocab=spec.trim_vocab,
+    )
 
 
 def _summary(spec: Spec, rows: list[SizedCandidate]) -> str:

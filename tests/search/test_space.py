@@ -149,3 +149,21 @@ def test_build_summary_counts_shared_stage_builds():
     assert lines[0] == "stage builds for 2 candidates within constraints: 7 with reuse, 8 without"
     assert [line.split()[0] for line in lines[2:]] == ["trim_vocab", "distill", "prune", "truncate", "evaluate"]
     assert lines[2].split()[1:2] == ["1"] and lines[3].split()[1:2] == ["2"]
+
+
+def test_cost_of_a_search_with_and_without_fidelity():
+    from search.space import format_cost
+
+    spec = make_spec(space={"layers": [6], "ffn": [2048], "hidden": [312, 456], "vocab": ["full"]},
+                     distill={"steps": 1000, "batch_size": 8, "max_length": 128},
+                     truncate={"distill": {"steps": 2000}},
+                     search={"num_samples": 2, "fidelity": {"min_steps": 100, "max_steps": 2000, "reduction_factor": 4}})
+    lines = format_cost(spec, XLMR_BASE, size_table(spec, XLMR_BASE), throughput=1024).splitlines()
+    assert lines[0] == "cost in distillation steps (a step: at most 8 x 1 x 128 = 1,024 tokens):"
+    # one depth distillation (1,000 steps) shared, two truncations (2,000 each): 5,000 with reuse, 6,000 without
+    assert lines[1] == "  every candidate: 3 builds, 5,000 steps with reuse, 6,000 without"
+    assert lines[2] == "  2 sampled trials, last distillations in full: about 4,000 steps"
+    # rungs 100, 400, 1600, 2000: 2*100 + 2/4*300 + 2/16*1200 + 2/64*400 = 512.5
+    assert lines[3].startswith("  with search.fidelity (rungs 100, 400, 1600, 2000; factor 4): about 512 steps")
+    assert lines[4] == "  at 1,024 tokens/s: at most 1.4 h for every candidate's builds, one at a time"
+    assert format_cost(make_spec(), XLMR_BASE, size_table(make_spec(), XLMR_BASE)).startswith("cost: the distillation")
