@@ -137,9 +137,9 @@ class TrialBook:
             return
         previous = self.records.get(trial_id)
         result = json.loads(report.get("result_json") or "{}")
+        if report.get("rung"):  # the last rung is in the report, whether or not its callback came
+            self.rung_result(trial_id, report)
         rungs = self.rungs.pop(trial_id, {})
-        if report.get("rung"):
-            rungs.setdefault(int(report["rung"]), {})
         record = {"id": trial_id, "run_id": previous["run_id"] if previous else None,
                   "params": dataclasses.asdict(candidate), "metrics": trial_metrics(result, self.tracker.teacher),
                   "failed": False, "finished": False, "feasible": bool(report.get("feasible", 1)), "pareto": False,

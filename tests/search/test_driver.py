@@ -209,3 +209,17 @@ def test_failing_trial_is_recorded_retried_and_the_search_continues(tmp_path):
     assert any(r.data.tags["pareto"] == "true" for r in finished)
     assert "failed after 2 attempts" in proc.stderr
     assert "3 trials finished, 1 failed" in proc.stdout
+
+
+def test_trial_book_keeps_rungs_and_seeds_a_restart():
+    tracker = RecordingTracker()
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=2)
+    book.rung_result("a", {"rung": 10, "quality": 0.3, "params": 100, "feasible": 1})
+    book.finished("a", Candidate(2, 16, 32), {**report(0.5, 100), "rung": 30, "quality": 0.5, "params": 100})
+    book.finished("b", Candidate(2, 16, 16), {**report(0.4, 50), "rung": 10, "quality": 0.4, "params": 50})
+    assert book.records["a"]["rungs"] == {10: {"quality": 0.3, "params": 100.0, "feasible": 1.0},
+                                          30: {"quality": 0.5, "params": 100.0}}
+    assert book.records["a"]["rung"] == 30 and book.records["b"]["rung"] == 10
+    assert book.rung_history() == {10: {"a": {"quality": 0.3, "params": 100.0, "feasible": 1.0},
+                                        "b": {"quality": 0.4, "params": 50.0}},
+                                   30: {"a": {"quality": 0.5, "params": 100.0}}}
