@@ -218,8 +218,8 @@ def test_trial_book_keeps_rungs_and_seeds_a_restart():
     book.finished("a", Candidate(2, 16, 32), {**report(0.5, 100), "rung": 30, "quality": 0.5, "params": 100})
     book.finished("b", Candidate(2, 16, 16), {**report(0.4, 50), "rung": 10, "quality": 0.4, "params": 50})
     assert book.records["a"]["rungs"] == {10: {"quality": 0.3, "params": 100.0, "feasible": 1.0},
-                                          30: {"quality": 0.5, "params": 100.0}}
+                                          30: {"quality": 0.5, "params": 100.0, "feasible": 1.0}}
     assert book.records["a"]["rung"] == 30 and book.records["b"]["rung"] == 10
     assert book.rung_history() == {10: {"a": {"quality": 0.3, "params": 100.0, "feasible": 1.0},
-                                        "b": {"quality": 0.4, "params": 50.0}},
-                                   30: {"a": {"quality": 0.5, "params": 100.0}}}
+                                        "b": {"quality": 0.4, "params": 50.0, "feasible": 1.0}},
+                                   30: {"a": {"quality": 0.5, "params": 100.0, "feasible": 1.0}}}
