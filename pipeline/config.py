@@ -56,6 +56,7 @@ class AdaptConfig:
     eval_every: int = 1_000
     seed: int = 0
     bf16: bool = True
+    pack: bool = False  # rows of max_length tokens cut from the joined text: no padding, nothing truncated
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class DistillConfig:
     eval_every: int = 500
     seed: int = 0
     bf16: bool = True
+    pack: bool = False  # rows of max_length tokens cut from the joined text: no padding, nothing truncated
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class TrainConfig:
         eval_every: steps between held-out evaluations (the last step is always evaluated).
         seed: seeds torch, the batch order and the masking.
         bf16: bf16 autocast (on CUDA only).
+        pack: train on rows of exactly ``max_length`` tokens cut from the joined texts
+            (`pipeline.mlm.encode`); held-out text is packed alike.
     """
 
     steps: int | None
@@ -89,6 +91,7 @@ class TrainConfig:
     eval_every: int = 500
     seed: int = 0
     bf16: bool = True
+    pack: bool = False
 
     @classmethod
     def of(cls, stage: AdaptConfig | DistillConfig) -> TrainConfig:
@@ -166,7 +169,8 @@ def train_loop(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     length = min(cfg.max_length, max_positions(model.config))
-    rows, heldout_rows = encode(tokenizer, texts, length), encode(tokenizer, heldout, length)
+    rows = encode(tokenizer, texts, length, pack=cfg.pack)
+    heldout_rows = encode(tokenizer, heldout, length, pack=cfg.pack)
     if not rows:
         raise UsageError("the training corpus is empty after tokenisation")
     heldout_rows = heldout_rows or rows[: cfg.batch_size * 4]

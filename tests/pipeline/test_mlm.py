@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -42,3 +42,16 @@ def test_batches(tiny_xlmr, maltese_sentences):
         padding = batch["attention_mask"] == 0
         assert (batch["labels"][padding] == -100).all()
         assert (batch["input_ids"][padding] == tokenizer.pad_token_id).all()
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
+def test_packed_rows_hold_every_token_and_no_padding(fixture, request, maltese_sentences):
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    texts = maltese_sentences[:200]
+    rows = encode(tokenizer, texts, 32, pack=True)
+    assert all(len(row) == 32 for row in rows[:-1]) and 3 <= len(rows[-1]) <= 32
+    assert all(row[0] == tokenizer.cls_token_id and row[-1] == tokenizer.sep_token_id for row in rows)
+    pieces = [t for row in rows for t in row[1:-1]]
+    expected = [t for text in texts for t in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]]
+    assert pieces == expected  # nothing truncated, nothing lost, in order
+    assert encode(tokenizer, [], 32, pack=True) == []
