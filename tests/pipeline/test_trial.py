@@ -122,7 +122,6 @@ def test_trial_with_a_task_and_teacher_reference(plan_for, shared_data, tmp_path
     tasks = {"sentiment": TaskSource(source=str(shared_data / "mt" / "sentiment"))}
     plan = dataclasses.replace(
         plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=32)), tasks=tasks, evaluation=evaluation,
-        measure_latency=True,
     )
     result = run_trial(plan)
     assert set(result["scores"]) == {"sentiment"} and result["quality"] == result["scores"]["sentiment"]
