@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from pipeline.errors import UsageError
+from pipeline.logs import setup_logging
 
 COMMANDS = {
     "adapt": ("pipeline.adapt", "continued MLM training of a teacher, or pretraining from scratch"),
@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": ("pipeline.evaluate", "score a model on sentiment, topic, NER or POS"),
     "synthetic": ("pipeline.synthetic", "generate the offline synthetic languages and their teacher"),
     "trial": ("pipeline.trial", "run one candidate's stages and evaluation without Ray"),
+    "export": ("pipeline.export", "a deployable folder: HF files, model card, checked ONNX fp32/int8 graphs"),
 }
 
 
@@ -42,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     module = importlib.import_module(args._module)
     try:
         return int(module.main(args) or 0)
