@@ -76,6 +76,14 @@ def spec_problems(spec: Spec) -> list[tuple[str, str]]:
             problems.append((path, "quality is the mean task score and needs at least one task in data.tasks"))
     if spec.constraints.min_quality is not None and not tasks:
         problems.append(("constraints.min_quality", "needs at least one task in data.tasks"))
+    if spec.export is not None:
+        alias = spec.export.alias
+        metrics = [objective.metric for objective in spec.objectives]
+        if alias.startswith("best-") and alias[len("best-"):] not in metrics:
+            problems.append(("export.alias", f"{alias!r} needs the objective {alias[len('best-'):]!r}; "
+                             f"the objectives are {', '.join(metrics)}"))
+        elif not alias.startswith(("best-", "pareto-")):
+            problems.append(("export.alias", f"{alias!r} is not an alias the search sets: best-<objective> or pareto-<k>"))
     return problems
 
 
