@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import modeling
 from pipeline.errors import UsageError
 
-__all__ = ["INPUTS", "OUTPUT", "Encoder", "available_cores", "encoder_fn", "onnx_file", "threads", "to_int8",
+__all__ = ["INPUTS", "OUTPUT", "Encoder", "available_cores", "encoder_fn", "load_encoder", "onnx_file", "threads", "to_int8",
            "to_onnx"]
 
 log = logging.getLogger(__name__)
@@ -40,8 +39,17 @@ def onnx_file(folder: str | Path, runtime: str) -> Path:
     return Path(folder) / _FILES[runtime]
 
 
-def available_cores() -> int:
-    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+def available_cores(*, busy: float | None = None) -> int:
+    """The cores this process really has: its CPU affinity (capped by a cgroup v2 CPU quota), less the
+    cores other processes keep busy (the one-minute load average, rounded), and at least one.
+
+    More torch threads than free cores cost far more than they bring: measured here on 2 cores with
+    another CPU-bound process running, a training step of the demo teacher took 0.4 s with one thread
+    and 2.8-3.8 s with two (threads wait for each other at every parallel region).
+
+    Args:
+        busy: cores in use by others (default: ``os.getloadavg()[0]``, read before this process works).
+    """
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -51,7 +59,9 @@ def available_cores() -> int:
             cores = min(cores, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
-    return max(1, cores)
+    if busy is None:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, cores - round(busy))
 
 
 @contextlib.contextmanager
@@ -66,15 +76,35 @@ def threads(count: int) -> Iterator[None]:
 
 
 class Encoder(torch.nn.Module):
-    """The encoder of a masked-LM model: (input_ids, attention_mask) ``[batch, sequence]`` -> last hidden
-    state ``[batch, sequence, hidden_size]``; the MLM head is left out (a deployed encoder feeds a task head)."""
+    """An encoder as the deployed graph: (input_ids, attention_mask) ``[batch, sequence]`` -> last hidden
+    state ``[batch, sequence, hidden_size]``; no MLM head (a deployed encoder feeds a task head)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, encoder: torch.nn.Module) -> None:
         super().__init__()
-        self.encoder = modeling.base_model(model)
+        self.encoder = encoder
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def load_encoder(model_dir: str | Path) -> Encoder:
+    """The `Encoder` of a saved model of either family, with or without an MLM head (in eval mode).
+
+    Raises:
+        UsageError: when no model loads from ``model_dir``.
+    """
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the MLM head's weights are left out on purpose
+    try:
+        encoder = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{model_dir}: cannot load the model ({_first_line(error)})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return Encoder(encoder).eval()
 
 
 def to_onnx(model_dir: str | Path, out: str | Path) -> Path:
@@ -83,8 +113,7 @@ def to_onnx(model_dir: str | Path, out: str | Path) -> Path:
     Raises:
         UsageError: when the model does not load or the exporter fails (one line, with the reason).
     """
-    model, _ = modeling.load(model_dir)
-    encoder = Encoder(model).eval()
+    encoder = load_encoder(model_dir)
     example = torch.full((1, 8), 5, dtype=torch.long), torch.ones((1, 8), dtype=torch.long)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     shapes = {name: {0: batch, 1: sequence} for name in INPUTS}
@@ -120,8 +149,7 @@ def encoder_fn(runtime: str, model_dir: str | Path, *, threads_count: int = 1, o
         device: torch device for ``torch`` (default: CPU); ONNX runtimes run on the CPU.
     """
     if runtime == "torch":
-        model, _ = modeling.load(model_dir)
-        encoder = Encoder(model).eval().to(device or "cpu")
+        encoder = load_encoder(model_dir).to(device or "cpu")
 
         def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

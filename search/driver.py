@@ -208,8 +208,9 @@ def run_search(spec: Spec, resume: bool = False) -> int:
     started = time.time()
     logger.info("search %s: %d trials, %d at a time, objectives %s", name, spec.search.num_samples,
                 spec.search.max_concurrent, ", ".join(f"{m} {d}" for m, d in objectives))
-    # The driver builds and scores the teacher before any trial runs: all the cores it may use.
+    # The driver builds and scores the teacher before any trial runs: as many threads as free cores.
     torch.set_num_threads(available_cores())
+    logger.info("torch threads in the driver: %d", torch.get_num_threads())
     context, reference = prepare(spec)
     card = {"language": spec.language, "license": spec.license, "teacher": spec.teacher.model,
             "teacher_config": dict(context.teacher_config), "latency": dataclasses.asdict(spec.latency),

@@ -19,7 +19,7 @@ from typing import Any
 
 # Stack notes: importing torch for the first time after ray.init() crashed with an MKL error in
 # Ray jobs; import it before anything starts Ray.
-import torch  # noqa: F401
+import torch
 import ray
 from ray import tune
 from ray.tune import Callback
@@ -45,6 +45,10 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
     """
     candidate = to_candidate(config)
     name = label(candidate)
+    # As many torch threads as cores Ray gave the trial (search.resources.cpu): more threads than cores
+    # oversubscribe them when trials run side by side.
+    cores = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
+    torch.set_num_threads(max(1, int(cores)))
 
     def progress(message: str) -> None:
         print(f"[{name}] {message}", file=sys.stderr, flush=True)
