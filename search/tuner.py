@@ -43,6 +43,7 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
     An exception (a NaN loss's FloatingPointError included) fails the trial; Tune retries it up to
     ``search.max_failures`` times.
     """
+    sys.unraisablehook = _ignore_exit
     candidate = to_candidate(config)
     name = label(candidate)
     # As many torch threads as cores Ray gave the trial (search.resources.cpu): more threads than cores
@@ -57,6 +58,15 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
     outcome = evaluate_candidate(context, candidate, progress)
     tune.report({**outcome["metrics"], "feasible": int(outcome["feasible"]),
                  "result_json": json.dumps(outcome["result"], default=str)})
+
+
+def _ignore_exit(unraisable) -> None:
+    """Ray ends a finished trial's worker with ``SystemExit``; raised where Python cannot propagate it (a
+    finaliser, a thread) it printed "Exception ignored in ... SystemExit: 1" with a traceback in the middle
+    of a successful run. That one is expected and dropped; anything else is printed as usual."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 @dataclass(frozen=True)
