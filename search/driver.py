@@ -249,7 +249,7 @@ def run_search(spec: Spec, resume: bool = False) -> int:
         print(export_student(spec.mlflow.tracking_uri, spec.export.out, alias=spec.export.alias,
                              model_name=spec.mlflow.registered_model, onnx=spec.export.onnx, int8=spec.export.int8,
                              force=True))
-    print(f"Open the MLflow UI:\n  {ui_command(spec.mlflow.tracking_uri)}")
+    print(f"Open the MLflow UI:\n  {ui_command(spec.mlflow.tracking_uri, tracker.experiment_id)}")
     return 0 if finished else 1
 
 

@@ -51,6 +51,9 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+# MLflow's own context manager for "this tracking URI for a block, then the previous one": the flavour
+# logger and the registry's resolution of models:/ sources use the global URI, not a client's.
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # noqa: E402
 
 from pipeline.errors import UsageError  # noqa: E402
 from search.pareto import Objective  # noqa: E402
@@ -72,17 +75,24 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return None
 
 
-def ui_command(tracking_uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store."""
+def ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
+    """The shell command that opens the MLflow UI on this store and, given the experiment, the page of
+    its runs (MLflow 3.17's UI opens an experiment on its GenAI overview unless the URL asks for the
+    model-training view)."""
     path = _sqlite_path(tracking_uri)
     if path is None:
-        return f"open {tracking_uri} in a browser"
-    artifacts = path.parent / "artifacts"
-    return (
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
-        f"--backend-store-uri {tracking_uri} --default-artifact-root {artifacts.as_uri()} "
-        "--host 127.0.0.1 --port 5000"
-    )
+        command, host = f"open {tracking_uri} in a browser", tracking_uri.rstrip("/")
+    else:
+        artifacts = path.parent / "artifacts"
+        command = (
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
+            f"--backend-store-uri {tracking_uri} --default-artifact-root {artifacts.as_uri()} "
+            "--host 127.0.0.1 --port 5000"
+        )
+        host = "http://127.0.0.1:5000"
+    if experiment_id is None:
+        return command
+    return f"{command}\n  then open {host}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -276,7 +286,9 @@ class Tracker:
         has_model = bool(model_dir) and Path(model_dir).is_dir()
         card = self._card(result, name=name, run_id=run_id, trial_id=trial_id) if has_model else None
         if has_model and any((Path(model_dir) / weights).is_file() for weights in _WEIGHTS):
-            tags[_MODEL_ID_TAG] = self._log_transformers(run_id, str(model_dir), card["text"])
+            model_id = self._log_transformers(run_id, str(model_dir), card["text"])
+            if model_id is not None:
+                tags[_MODEL_ID_TAG] = model_id
         self._model_ids[run_id] = tags.get(_MODEL_ID_TAG)
         now = _now()
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
@@ -300,17 +312,24 @@ class Tracker:
             data["heldout"] = dict(self.card["heldout"])
         return {"data": data, "text": model_card(data)}
 
-    def _log_transformers(self, run_id: str, model_dir: str, card_text: str) -> str:
+    def _log_transformers(self, run_id: str, model_dir: str, card_text: str) -> str | None:
         """Log ``model_dir`` as an MLflow model of the transformers flavour (fill-mask); returns its id.
 
         The logged model is created in this experiment first (MLflow would put it in the active one).
+        A directory that does not load as a fill-mask pipeline is logged as the plain folder only (one
+        warning line; its registered version then points at the folder): tracking must not end a search.
         """
         import transformers
         from huggingface_hub import ModelCard
 
+        try:
+            pipe = transformers.pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
+        except Exception as error:  # noqa: BLE001 - any loading error; the folder is still logged
+            logger.warning("%s does not load as a transformers fill-mask model (%s); logged as a plain folder",
+                           model_dir, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+            return None
         logged = self.client.create_logged_model(self.experiment_id, name="student", source_run_id=run_id)
-        pipe = transformers.pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
-        with _tracking(self.tracking_uri):
+        with _use_tracking_uri(self.tracking_uri):  # log_model writes through the fluent API
             mlflow.transformers.log_model(
                 pipe, name="student", task="fill-mask", run_id=run_id, model_id=logged.model_id,
                 model_card=ModelCard(card_text), pip_requirements=_requirements(),
@@ -361,7 +380,7 @@ class Tracker:
                 source, extra = f"{self._artifact_uri(run_id)}/model", {}
             else:
                 continue
-            with _tracking(self.tracking_uri):  # MLflow 3.17 resolves a models:/ source on the global store
+            with _use_tracking_uri(self.tracking_uri):  # MLflow 3.17 resolves a models:/ source on the global store
                 versions[run_id] = self.client.create_model_version(
                     self.registered_model, source=source, run_id=run_id, await_creation_for=0,
                     tags={"lrl.trial_id": record["id"], "lrl.search": self.search, "pareto": "true"}, **extra,
@@ -512,22 +531,6 @@ def _with_card(model_dir: Path, card: Mapping[str, Any]) -> Iterator[Path]:
         (folder / "README.md").write_text(card["text"], encoding="utf-8")
         (folder / "card.json").write_text(json.dumps(_jsonable(card["data"]), indent=2) + "\n", encoding="utf-8")
         yield folder
-
-
-class _tracking:
-    """MLflow's fluent API pointed at ``uri`` for a block (the flavour loggers use it), restored after."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-
-    def __enter__(self) -> None:
-        self.before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-
-    def __exit__(self, *exc) -> None:
-        mlflow.set_tracking_uri(self.before[0])
-        mlflow.set_registry_uri(self.before[1])
 
 
 def _requirements() -> list[str]:
