@@ -16,9 +16,10 @@ search in the store:
   student as an MLflow model of the transformers flavour (``fill-mask``, tag ``lrl.model_id``), which
   the registry's versions point at). A trial that failed for good is a run with status FAILED, its
   error in the tag ``error`` and ``error.txt``;
-- the experiment is tagged as custom model development (``mlflow.experimentKind``), so the UI opens on
-  its runs rather than the GenAI overview; the parent run's description (``mlflow.note.content``) is
-  the Pareto table when the search ends (`Tracker.describe`).
+- the experiment is tagged as custom model development (``mlflow.experimentKind``, the UI's "Machine
+  learning" type); MLflow 3.17's UI still opens an experiment on its GenAI overview unless the URL asks
+  for ``?workflowType=machine_learning``, the link `ui_command` prints; the parent run's description
+  (``mlflow.note.content``) is the Pareto table when the search ends (`Tracker.describe`).
 
 Resume: the parent is found again by its tags and `Tracker.read_records` returns one record per trial
 run (``lrl.trial_id``); the driver never logs a FINISHED trial again and completes a half-written run
@@ -64,7 +65,7 @@ __all__ = ["Tracker", "download_student", "find_student", "git_commit", "ui_comm
 logger = logging.getLogger(__name__)
 
 _TAG_LIMIT = 5000
-_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on the runs
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # not GenAI: a training experiment
 _MODEL_ID_TAG = "lrl.model_id"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 

@@ -45,11 +45,11 @@ def store(tmp_path_factory, tiny_xlmr, maltese_sentences):
 
 def test_students_load_from_the_registry_with_mlflows_loader(store):
     import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     uri, tracker, book = store
-    mlflow.set_registry_uri(uri)
-    mlflow.set_tracking_uri(uri)
-    pipe = mlflow.transformers.load_model("models:/exp-student@pareto-1")
+    with _use_tracking_uri(uri):  # the registry follows the tracking URI; both are restored afterwards
+        pipe = mlflow.transformers.load_model("models:/exp-student@pareto-1")
     assert pipe.task == "fill-mask" and pipe.model.config.num_hidden_layers == 4
     predictions = pipe(f"Il-belt {pipe.tokenizer.mask_token} ta' Malta.")
     assert len(predictions) == 5 and all(0 <= p["score"] <= 1 for p in predictions)
