@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import runtimes  # noqa: E402
-from pipeline.config import RUNTIMES, EvalConfig, LatencyConfig, TaskSource, TaskTraining  # noqa: E402
+from pipeline.config import RUNTIMES, LatencyConfig, TaskSource, TaskTraining  # noqa: E402
 from pipeline.measure import latency_ms  # noqa: E402
 
 log = logging.getLogger("latency")

@@ -5,6 +5,7 @@ for the UI, and ``python -m search.export`` from a run or an alias (and its bad 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -58,11 +59,11 @@ def test_students_load_from_the_registry_with_mlflows_loader(store):
 
 
 def test_each_run_carries_its_card_and_the_ui_opens_on_the_runs(store, tmp_path):
-    uri, tracker, book = store
+    _, tracker, book = store
     client = tracker.client
     run_id = book.records["t1"]["run_id"]
-    folder = client.download_artifacts(run_id, "model", str(tmp_path))
-    text = open(f"{folder}/README.md", encoding="utf-8").read()
+    folder = Path(client.download_artifacts(run_id, "model", str(tmp_path)))
+    text = (folder / "README.md").read_text(encoding="utf-8")
     meta = read_front_matter(text)
     assert meta["base_model"] == "FacebookAI/xlm-roberta-base" and meta["license"] == "mit"
     values = {r["dataset"]["split"]: r["metrics"][0]["value"] for r in meta["model-index"][0]["results"]}
