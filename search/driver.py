@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- identity
 def spec_hash(spec: Spec) -> str:
-    """Short sha256 of the spec, without ``ray`` (where it runs does not change what it searches)."""
-    data = {k: v for k, v in spec.model_dump(mode="json").items() if k != "ray"}
+    """Short sha256 of the spec, without ``ray`` and ``export`` (where it runs, and what is exported
+    when it ends, do not change what it searches: a resume still finds the search)."""
+    data = {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("ray", "export")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -46,6 +46,7 @@ def test_spec_hash_ignores_ray_address(tmp_path):
     path = write_spec(tmp_path)
     a = load_spec(path)
     assert spec_hash(a) == spec_hash(load_spec(path, ["ray.address=auto"]))
+    assert spec_hash(a) == spec_hash(load_spec(path, ["export={alias: best-quality, out: elsewhere}"]))
     assert spec_hash(a) != spec_hash(load_spec(path, ["search.num_samples=5"]))
 
 
