@@ -40,7 +40,7 @@ import numpy as np
 from pipeline.config import CorpusSource, LatencyConfig
 from pipeline.errors import UsageError
 
-__all__ = ["ATOL", "MIN_COSINE", "SAMPLE", "add_arguments", "check_model_dir", "check_text", "export", "format_summary",
+__all__ = ["ATOL", "MIN_COSINE", "SAMPLE", "add_arguments", "check_model_dir", "check_out", "check_text", "export", "format_summary",
            "main", "read_card"]
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def export(model_dir: str | Path, out: str | Path, *, onnx: bool = False, int8: 
 
     source = check_model_dir(model_dir)
     out = Path(out)
-    _check_out(out, force)
+    check_out(out, force)
     data = dict(card if card is not None else read_card(source))
     lines, text_origin = check_text(text_file, data)
     onnx = onnx or int8
@@ -191,7 +191,8 @@ def export(model_dir: str | Path, out: str | Path, *, onnx: bool = False, int8: 
     return {"out": str(out), "files": sorted(p.name for p in out.iterdir()), "checks": checks, "latency": rows}
 
 
-def _check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that is a file, or a folder that is not empty unless ``force`` (`UsageError`)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:

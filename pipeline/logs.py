@@ -2,7 +2,7 @@
 
 One format for every line, and no progress bars when the output is not a terminal: a log file then
 gets the periodic progress lines of the long loops (`pipeline.training`) instead of carriage-return
-bars (transformers 5 draws one for every model it loads).
+bars (transformers 5 draws one for every model it loads, MLflow one for every download).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def setup_logging(verbose: bool = False) -> None:
     if sys.stderr.isatty():
         return
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when transformers is imported (here and in Ray workers)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # MLflow's download bars (search.export)
     if "transformers" in sys.modules:  # already imported: switch its bars off directly
         from transformers.utils import logging as transformers_logging
 

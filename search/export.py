@@ -18,6 +18,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import LatencyConfig
@@ -39,9 +40,10 @@ def export_student(tracking_uri: str, out: str, *, run_id: str | None = None, al
         UsageError: for an unknown run or alias, an ``out`` that would be overwritten without
             ``force``, or an ONNX check that fails (``out`` is then left as it was).
     """
-    from pipeline.export import check_model_dir, export, format_summary, read_card
+    from pipeline.export import check_model_dir, check_out, export, format_summary, read_card
     from search.tracking import download_student, find_student
 
+    check_out(Path(out), force)  # before anything is downloaded
     found = find_student(tracking_uri, run_id=run_id, alias=alias, model_name=model_name, experiment=experiment)
     with tempfile.TemporaryDirectory(prefix="lrl-export-") as scratch:
         model_dir = download_student(tracking_uri, found, scratch)

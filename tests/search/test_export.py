@@ -91,10 +91,16 @@ def test_export_from_an_alias_and_a_run(store, tmp_path, capsys):
 
 @pytest.mark.parametrize("which, problem", [(["--alias", "pareto-9"], "no such alias"),
                                             (["--run", "0123456789abcdef"], "no such run"),
-                                            (["--alias", "pareto-1", "--model-name", "nope"], "no such alias")])
+                                            (["--alias", "pareto-1", "--model-name", "nope"], "no such alias"),
+                                            (["--alias", "pareto-1", "--out", "{full}"], "--force")])
 def test_export_of_what_does_not_exist_is_one_line(store, tmp_path, capsys, which, problem):
     uri, _, _ = store
-    assert export_cli(["--tracking-uri", uri, *which, "--out", str(tmp_path / "out")]) == 2
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    which = [item.format(full=full) for item in which]
+    out = [] if "--out" in which else ["--out", str(tmp_path / "out")]
+    assert export_cli(["--tracking-uri", uri, *which, *out]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and problem in err[0]
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["keep.txt"]
