@@ -239,7 +239,8 @@ def _mean_cosine(candidate: tuple, reference: tuple) -> float:
 
 def _latency_rows(folder: Path, runtimes_written: list[str], cfg: LatencyConfig,
                   card: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per runtime; the teacher's time where the card recorded it for the same runtime and shape."""
+    """One row per runtime written, with the teacher's time where the card recorded it for the same runtime
+    and shape, then the card's own rows for the runtimes not written."""
     from pipeline.measure import latency_ms
 
     teacher = {}
@@ -255,6 +256,8 @@ def _latency_rows(folder: Path, runtimes_written: list[str], cfg: LatencyConfig,
                      "ms": ms, "teacher_ms": teacher.get(runtime)})
         log.info("latency on %s: %.2f ms (batch %d, %d tokens, %d threads)", runtime, ms, cfg.batch, cfg.seq_len,
                  cfg.threads)
+    # What the card already recorded for a runtime not measured here (the search's runtime) stays.
+    rows += [row for row in card.get("latency") or [] if row.get("runtime") not in runtimes_written]
     return rows
 
 

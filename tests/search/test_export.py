@@ -25,7 +25,7 @@ def store(tmp_path_factory, tiny_xlmr, maltese_sentences):
     heldout.write_text("\n".join(maltese_sentences[:50]) + "\n", encoding="utf-8")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     card = {"language": "mt", "license": "mit", "teacher": "FacebookAI/xlm-roberta-base",
-            "latency": {"runtime": "torch", "batch": 1, "seq_len": 16, "threads": 1, "repeats": 2, "warmup": 1},
+            "latency": {"runtime": "onnx-int8", "batch": 1, "seq_len": 16, "threads": 1, "repeats": 2, "warmup": 1},
             "heldout": {"source": str(heldout)}}
     tracker = Tracker(uri, "exp", search="s", spec_hash="h", objectives=[("quality", "max"), ("params", "min")],
                       registered_model="exp-student", card=card)
@@ -86,7 +86,9 @@ def test_export_from_an_alias_and_a_run(store, tmp_path, capsys):
     assert "| pos | accuracy | 0.7000 | 0.6800 |" in text and "held-out text of the search" in text
     run_out = tmp_path / "run"
     assert export_cli(["--tracking-uri", uri, "--run", book.records["t2"]["run_id"], "--out", str(run_out)]) == 0
-    assert "| pos | accuracy | 0.5000 | 0.4800 |" in (run_out / "README.md").read_text()
+    text = (run_out / "README.md").read_text()
+    assert "| pos | accuracy | 0.5000 | 0.4800 |" in text
+    assert "| onnx-int8 | 1 | 16 | 1 | 2.00 | 50.00 | 25.0x |" in text  # the search's measurement is kept
 
 
 @pytest.mark.parametrize("which, problem", [(["--alias", "pareto-9"], "no such alias"),
