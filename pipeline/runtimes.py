@@ -108,12 +108,16 @@ def load_encoder(model_dir: str | Path) -> Encoder:
 
 
 def to_onnx(model_dir: str | Path, out: str | Path) -> Path:
-    """Export the encoder of the model in ``model_dir`` to the single ONNX file ``out``.
+    """Export the encoder of the model in ``model_dir`` to the ONNX file ``out``.
+
+    One self-contained file, unless the weights pass ONNX's 2 GB protobuf limit (XLM-R large in fp32):
+    then they go to ``out`` + ``.data`` beside it, which ONNX Runtime reads from there.
 
     Raises:
         UsageError: when the model does not load or the exporter fails (one line, with the reason).
     """
     encoder = load_encoder(model_dir)
+    external = _weight_bytes(encoder) > _SINGLE_FILE_BYTES
     example = torch.full((1, 8), 5, dtype=torch.long), torch.ones((1, 8), dtype=torch.long)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     shapes = {name: {0: batch, 1: sequence} for name in INPUTS}
@@ -122,7 +126,7 @@ def to_onnx(model_dir: str | Path, out: str | Path) -> Path:
         with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "onnx_ir"), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(encoder, example, str(out), input_names=list(INPUTS), output_names=[OUTPUT],
-                              dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+                              dynamic_shapes=shapes, dynamo=True, external_data=external, verbose=False)
     except Exception as error:  # the exporter raises many kinds; a person needs the one line
         raise UsageError(f"{model_dir}: ONNX export failed ({_first_line(error)})") from None
     return out
@@ -132,9 +136,17 @@ def to_int8(onnx_path: str | Path, out: str | Path) -> Path:
     """``onnx_path`` with dynamically quantized int8 weights (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    external = Path(f"{onnx_path}.data").is_file()  # a graph too large for one file (see `to_onnx`)
     with _quiet("root", "onnxruntime"):  # quantize_dynamic logs a pre-processing hint on the root logger
-        quantize_dynamic(str(onnx_path), str(out), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(onnx_path), str(out), weight_type=QuantType.QInt8, use_external_data_format=external)
     return Path(out)
+
+
+_SINGLE_FILE_BYTES = 1_800_000_000  # below protobuf's 2 GB limit, with room for the graph itself
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def encoder_fn(runtime: str, model_dir: str | Path, *, threads_count: int = 1, onnx_path: str | Path | None = None,

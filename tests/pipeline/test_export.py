@@ -135,3 +135,11 @@ def test_a_failing_onnx_check_writes_nothing(tiny_xlmr, tmp_path, capsys, monkey
     code, err = run_cli(["--model", str(tiny_xlmr), "--out", str(out), "--int8"], capsys)
     assert code == 2 and len(err) == 1 and "int8" in err[0] and "nothing was written" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_too_large_for_one_file_go_beside_it(tiny_bert, tmp_path, monkeypatch):
+    from pipeline import runtimes
+
+    monkeypatch.setattr(runtimes, "_SINGLE_FILE_BYTES", 0)  # as if the model passed ONNX's 2 GB limit
+    summary = export(tiny_bert, tmp_path / "out", int8=True, latency=FAST)
+    assert "model.onnx.data" in summary["files"] and summary["checks"]["onnx-int8"] >= 0.99
