@@ -182,6 +182,7 @@ def export(model_dir: str | Path, out: str | Path, *, onnx: bool = False, int8: 
         data.setdefault("name", out.name)
         (tmp / "card.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(cards.model_card(data), encoding="utf-8")
+        _readable(tmp)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
@@ -197,6 +198,16 @@ def check_out(out: Path, force: bool) -> None:
         raise UsageError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UsageError(f"--out {out}: exists and is not empty; pass --force to replace it")
+
+
+def _readable(folder: Path) -> None:
+    """Files as the umask allows for new files: the weights writer leaves owner-only (0600) files, and a
+    folder meant to be shipped is read by others (a server, a container)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def read_card(model_dir: Path) -> dict[str, Any]:

@@ -4,7 +4,9 @@ and carries the scores), latency on every runtime, and the bad inputs (one line,
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,9 @@ def test_export_round_trip(tiny, tmp_path, maltese_file, maltese_sentences):
     assert sizes["total"] == AutoModelForMaskedLM.from_pretrained(out).num_parameters()
     assert sizes["embeddings"] + sizes["layers"] + sizes["head"] == sizes["total"] and sizes["disk_mb"] > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o666 & ~umask}  # others may read the weights
 
 
 def test_text_falls_back_to_the_recorded_heldout_then_the_sample(tmp_path, maltese_file):
