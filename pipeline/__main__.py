@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from pipeline.errors import UsageError
+from pipeline.logs import setup_logging
 
 COMMANDS = {
     "adapt": ("pipeline.adapt", "continued MLM training of a teacher, or pretraining from scratch"),
@@ -23,6 +23,7 @@ COMMANDS = {
     "tokenizer": ("pipeline.vocab", "train a Unigram (xlmr) or WordPiece (bert) tokenizer on a corpus"),
     "synthetic": ("pipeline.synthetic", "generate the offline synthetic languages and their teacher"),
     "trial": ("pipeline.trial", "run one candidate's stages and evaluation without Ray"),
+    "export": ("pipeline.export", "a deployable folder: HF files, model card, checked ONNX fp32/int8 graphs"),
 }
 
 
@@ -43,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     module = importlib.import_module(args._module)
     try:
         return int(module.main(args) or 0)

@@ -22,6 +22,7 @@ __all__ = [
     "CorpusSource",
     "DistillConfig",
     "EvalConfig",
+    "LatencyConfig",
     "PruneConfig",
     "ScratchConfig",
     "TaskSource",
@@ -37,6 +38,8 @@ STAGES = ("distill", "prune", "truncate", "trim_vocab")
 TASKS = ("sentiment", "topic", "ner", "pos")
 
 InitStrategy = Literal["stride", "last_k", "first_k", "first_last_k", "random"]
+Runtime = Literal["torch", "onnx", "onnx-int8"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -249,3 +252,31 @@ class Candidate:
     hidden_size: int
     vocab_size: int | None = None
     init: InitStrategy = "stride"
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How latency is measured: the median of ``repeats`` timed forward passes of the encoder (input ids
+    and attention mask to the last hidden state) after ``warmup`` untimed ones.
+
+    ``runtime``: ``torch`` (PyTorch eager), ``onnx`` (ONNX Runtime, fp32 graph from ``torch.onnx``) or
+    ``onnx-int8`` (ONNX Runtime, dynamically quantized int8 weights); the ONNX runtimes run on the CPU.
+    ``threads``: intra-op threads of the runtime. One thread at batch 1 and 128 tokens is the setting of
+    the measurements that motivated it (issue 10) and stays comparable whatever else runs on the machine.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    runtime: Runtime = "torch"
+    batch: int = 1
+    seq_len: int = 128
+    threads: int = 1
+    repeats: int = 20
+    warmup: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "seq_len", "threads", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be at least 0, got {self.warmup}")

@@ -43,6 +43,7 @@ __all__ = ["add_arguments", "evaluate_task", "main"]
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+_QUIET_SECONDS = 60.0  # within a long epoch, a progress line at least this often (a log has no progress bar)
 
 
 def evaluate_task(
@@ -229,11 +230,13 @@ def _train(model_dir, data: TaskData, encoded, training: TaskTraining, method, s
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / max(1, steps)))
     generator = random.Random(seed)
     best_loss, best_epoch, best_state = math.inf, training.epochs, None
+    last_line = time.perf_counter()
     for epoch in range(1, training.epochs + 1):
         model.train()
         order = list(range(len(rows)))
         generator.shuffle(order)
         total, count = 0.0, 0
+        batches = math.ceil(len(rows) / training.batch_size)
         for _, ids, mask, labels in _batches(rows, training.batch_size, pad_id, order):
             loss = _loss(model(ids.to(device), mask.to(device)), labels.to(device))
             if not torch.isfinite(loss):
@@ -243,6 +246,10 @@ def _train(model_dir, data: TaskData, encoded, training: TaskTraining, method, s
             optimizer.step()
             schedule.step()
             total, count = total + loss.item(), count + 1
+            if time.perf_counter() - last_line > _QUIET_SECONDS:  # a long epoch says where it is
+                _report(progress, f"{task} seed {seed} epoch {epoch}/{training.epochs}: batch {count}/{batches}, "
+                                  f"train loss {total / count:.4f}")
+                last_line = time.perf_counter()
         message = f"{task} seed {seed} epoch {epoch}/{training.epochs}: train loss {total / max(1, count):.4f}"
         if training.select == "best_dev":
             dev_loss = _eval_loss(model, encoded["dev"], pad_id, device)
@@ -251,6 +258,7 @@ def _train(model_dir, data: TaskData, encoded, training: TaskTraining, method, s
                 best_loss, best_epoch = dev_loss, epoch
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         _report(progress, message)
+        last_line = time.perf_counter()
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()

@@ -30,8 +30,8 @@ from typing import Any
 
 from pipeline.cache import canonical_json, stage_key
 from pipeline.config import (
-    STAGES, Candidate, CorpusSource, DistillConfig, EvalConfig, PruneConfig, TaskSource, TrimVocabConfig,
-    TruncateConfig,
+    STAGES, Candidate, CorpusSource, DistillConfig, EvalConfig, LatencyConfig, PruneConfig, TaskSource,
+    TrimVocabConfig, TruncateConfig,
 )
 from pipeline.errors import UsageError
 
@@ -53,7 +53,7 @@ class TrialPlan:
     """Everything one trial needs; plain data, so it travels to a Ray worker or a JSON file.
 
     ``candidate`` may be None in a template that a search fills per trial (`dataclasses.replace`);
-    a plan that runs needs one.
+    a plan that runs needs one. ``latency``: how the student's latency is measured (every trial).
     """
 
     teacher: str
@@ -69,7 +69,7 @@ class TrialPlan:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str = "cache"
     device: str | None = None
-    measure_latency: bool = False
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     rung: int | None = None
     rungs: tuple[int, ...] = ()
 

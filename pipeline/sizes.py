@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline import families
 
-__all__ = ["count_parameters", "config_parameters"]
+__all__ = ["count_parameters", "config_parameters", "parameter_groups"]
 
 
 def count_parameters(
@@ -31,12 +31,30 @@ def count_parameters(
         embeddings (word, position, token type, LayerNorm) + layers + MLM head (transform dense,
         LayerNorm, decoder bias).
     """
-    h, f = hidden_size, intermediate_size
-    embeddings = (vocab_size + max_position_embeddings + type_vocab_size) * h + 2 * h
+    return sum(_groups(num_hidden_layers, hidden_size, intermediate_size, vocab_size, max_position_embeddings,
+                       type_vocab_size).values())
+
+
+def _groups(layers: int, h: int, f: int, vocab: int, positions: int, types: int) -> dict[str, int]:
+    embeddings = (vocab + positions + types) * h + 2 * h
     # Q, K, V, attention output (4 h*h + 4 h), two LayerNorms (4 h), FFN in (h*f + f), FFN out (f*h + h).
     layer = 4 * h * h + 2 * h * f + 9 * h + f
-    head = h * h + h + 2 * h + vocab_size
-    return embeddings + num_hidden_layers * layer + head
+    head = h * h + h + 2 * h + vocab
+    return {"embeddings": embeddings, "layers": layers * layer, "head": head}
+
+
+def parameter_groups(config: Mapping[str, Any]) -> dict[str, int]:
+    """``{"embeddings", "layers", "head", "total"}`` parameters of a config's masked-LM model.
+
+    ``embeddings``: word, position and token-type tables with their LayerNorm (the tied decoder is
+    counted here, once); ``layers``: the transformer layers; ``head``: the MLM head's transform and
+    decoder bias. The parts add up to ``total`` = `config_parameters`.
+    """
+    families.family_of(config)
+    groups = _groups(int(config["num_hidden_layers"]), int(config["hidden_size"]), int(config["intermediate_size"]),
+                     int(config["vocab_size"]), int(config["max_position_embeddings"]),
+                     int(config.get("type_vocab_size", 2)))
+    return {**groups, "total": sum(groups.values())}
 
 
 def config_parameters(config: Mapping[str, Any], **overrides: int) -> int:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from pipeline import modeling
 from pipeline.cache import cached, is_complete, stage_key
-from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, ScratchConfig, TaskSource
+from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, LatencyConfig, ScratchConfig, TaskSource
 from pipeline.errors import UsageError
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
-from pipeline.sizes import config_parameters
+from pipeline.sizes import parameter_groups
 
 __all__ = ["build_teacher", "prepare_teacher", "run_trial", "teacher_reference"]
 
@@ -117,7 +117,7 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
             report(f"{stage}: identity for this candidate, skipped")
     texts = _Texts(plan.corpus, plan.heldout)
     paths = {teacher_key: Path(plan.teacher) if Path(plan.teacher).is_dir() else plan.teacher}
-    result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}}
+    result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}, "settings": {}}
     for step in steps:
         started = time.perf_counter()
         hit = is_complete(Path(plan.cache_dir) / step.key)
@@ -132,6 +132,7 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
         if step.rung is not None:
             result["rung"] = step.rung
         result["stages"][step.stage] = _read_metrics(paths[step.key])
+        result["settings"][step.stage] = _settings(plan, step)
         if hit:
             result["cached"].append(step.stage)
         report(f"{step.stage}: {'cached' if hit else 'built'} {step.key} in {seconds:.1f}s")
@@ -142,19 +143,48 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
     scores = _evaluate_all(model_dir, final_key, plan.tasks, plan.evaluation, plan.cache_dir, plan.device, progress)
     result.update(scores)
     result["timings"]["evaluate"] = round(time.perf_counter() - started, 3)
-    if plan.measure_latency:
-        from pipeline.measure import latency_ms
-
-        result["latency_ms"] = latency_ms(model_dir, device=plan.device)
+    started = time.perf_counter()
+    result["latency_ms"] = _latency(model_dir, plan.latency, plan.device)
+    result["timings"]["latency"] = round(time.perf_counter() - started, 3)
+    report(f"latency: {result['latency_ms']:.2f} ms on {plan.latency.runtime}")
     return result
 
 
 def teacher_reference(teacher_dir: str, tasks: dict[str, TaskSource], evaluation: EvalConfig, cache_dir: str,
-                      device: str | None = None, progress: Progress | None = None) -> dict:
-    """The teacher's own scores (cached per task and evaluation config), with its size."""
+                      device: str | None = None, progress: Progress | None = None,
+                      latency: LatencyConfig | None = None) -> dict:
+    """The teacher's own scores (cached per task and evaluation config), with its size and, when
+    ``latency`` is given, its latency measured the same way as every student's."""
     result = {"model_dir": str(teacher_dir), **_describe(teacher_dir, modeling.load_config(teacher_dir))}
     result.update(_evaluate_all(teacher_dir, input_key(teacher_dir), tasks, evaluation, cache_dir, device, progress))
+    if latency is not None:
+        result["latency_ms"] = _latency(teacher_dir, latency, device)
     return result
+
+
+def _latency(model_dir: str, cfg: LatencyConfig, device: str | None) -> float:
+    from pipeline.measure import latency_ms
+
+    return latency_ms(model_dir, cfg, device=device if cfg.runtime == "torch" else None)
+
+
+def _settings(plan: TrialPlan, step: Step) -> dict:
+    """What ``step`` was given, for the lineage of a model card: its size and the settings that matter."""
+    sizes = step.sizes
+    if step.stage == "distill":
+        d = plan.distill
+        return {"layers": sizes["num_hidden_layers"], "init": plan.candidate.init, "alpha": d.alpha,
+                "kd_loss": d.kd_loss, "lr": d.lr, "batch_size": d.batch_size, "steps": d.steps, "epochs": d.epochs,
+                "max_length": d.max_length}
+    if step.stage == "prune":
+        return {"ffn": sizes["intermediate_size"], "method": plan.prune.method,
+                "reorder_heads": plan.prune.reorder_heads, "max_batches": plan.prune.max_batches}
+    if step.stage == "truncate":
+        d = plan.truncate.distill
+        return {"hidden": sizes["hidden_size"], "method": plan.truncate.method, "teacher": plan.truncate.teacher,
+                "alpha": d.alpha, "kd_loss": d.kd_loss, "lr": d.lr, "steps": d.steps, "epochs": d.epochs}
+    return {"vocab_size": sizes["vocab_size"], "min_count": plan.trim_vocab.min_count,
+            "counting": plan.trim_vocab.counting}
 
 
 # ---------------------------------------------------------------- one builder per stage
@@ -259,8 +289,10 @@ def _describe(model_dir: str, config: dict) -> dict:
     from pipeline.measure import disk_mb
 
     keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size")
+    sizes = parameter_groups(config)
     return {
-        "params": config_parameters(config),
+        "params": sizes["total"],
+        "sizes": sizes,
         "disk_mb": disk_mb(model_dir),
         "config": {key: config[key] for key in keys},
     }

@@ -26,7 +26,8 @@ from search.schema import Spec, slug
 from search.space import label
 
 __all__ = [
-    "SearchResult", "TrialBook", "experiment_name", "pareto_table", "run_search", "search", "spec_hash", "trial_metrics",
+    "SearchResult", "TrialBook", "experiment_name", "pareto_markdown", "pareto_table", "run_search", "search",
+    "spec_hash", "trial_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- identity
 def spec_hash(spec: Spec) -> str:
-    """Short sha256 of the spec, without ``ray`` (where it runs does not change what it searches)."""
-    data = {k: v for k, v in spec.model_dump(mode="json").items() if k != "ray"}
+    """Short sha256 of the spec, without ``ray`` and ``export`` (where it runs, and what is exported
+    when it ends, do not change what it searches: a resume still finds the search)."""
+    data = {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("ray", "export")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -221,13 +223,14 @@ def _last_line(text: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     """What a search leaves: its name, every trial record, the front (best first objective first),
-    the teacher's reference scores and the wall seconds it took."""
+    the teacher's reference scores, the wall seconds it took and its MLflow experiment."""
 
     name: str
     records: list[dict[str, Any]]
     members: list[dict[str, Any]]
     reference: dict[str, Any]
     seconds: float
+    experiment_id: str | None = None
 
 
 def run_search(spec: Spec, resume: bool = False) -> int:
@@ -245,14 +248,23 @@ def run_search(spec: Spec, resume: bool = False) -> int:
     print(f"\n{finished} trials finished, {len(result.records) - finished} failed, "
           f"{len(result.members)} on the Pareto front, {result.seconds:.0f} s.")
     print(f"Optuna study: {result.name} in {spec.study_storage}")
-    print(f"Open the MLflow UI:\n  {ui_command(spec.mlflow.tracking_uri)}")
+    if spec.export is not None and result.members:
+        from search.export import export_student
+
+        # The search's own output folder, like its MLflow store: replaced on every run.
+        print(export_student(spec.mlflow.tracking_uri, spec.export.out, alias=spec.export.alias,
+                             model_name=spec.mlflow.registered_model, onnx=spec.export.onnx, int8=spec.export.int8,
+                             force=True))
+    print(f"Open the MLflow UI:\n  {ui_command(spec.mlflow.tracking_uri, result.experiment_id)}")
     return 0 if finished else 1
 
 
 def search(spec: Spec, resume: bool = False) -> SearchResult:
     """Run (or with ``resume`` continue) the search described by ``spec``; nothing is printed."""
+    import torch
     import yaml
 
+    from pipeline.runtimes import available_cores
     from search.prepare import prepare
     from search.tracking import Tracker
     from search.tuner import run_tuner
@@ -263,10 +275,16 @@ def search(spec: Spec, resume: bool = False) -> SearchResult:
     started = time.time()
     logger.info("search %s: %d trials, %d at a time, objectives %s", name, spec.search.num_samples,
                 spec.search.max_concurrent, ", ".join(f"{m} {d}" for m, d in objectives))
+    # The driver builds and scores the teacher before any trial runs: as many threads as free cores.
+    torch.set_num_threads(available_cores())
+    logger.info("torch threads in the driver: %d", torch.get_num_threads())
     context, reference = prepare(spec)
+    card = {"language": spec.language, "license": spec.license, "teacher": spec.teacher.label,
+            "teacher_config": dict(context.teacher_config), "latency": dataclasses.asdict(spec.latency),
+            "heldout": dataclasses.asdict(context.plan.heldout)}
     tracker = Tracker(spec.mlflow.tracking_uri, spec.mlflow.experiment, search=name, spec_hash=spec_hash(spec),
                       objectives=objectives, registered_model=spec.mlflow.registered_model,
-                      artifact_location=spec.mlflow.artifact_location)
+                      artifact_location=spec.mlflow.artifact_location, card=card)
     tracker.start(spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), resume=resume, params={
         "sampler": spec.search.sampler, "num_samples": spec.search.num_samples,
         "max_concurrent": spec.search.max_concurrent, "seed": spec.search.seed, "teacher": context.plan.teacher,
@@ -284,11 +302,13 @@ def search(spec: Spec, resume: bool = False) -> SearchResult:
         for outcome in run_tuner(spec, context, name, book):
             _reconcile(book, outcome)
         members = book.finalise()
+        tracker.describe(pareto_markdown(members, objectives, reference))
         status = "FINISHED"
     finally:
         tracker.log_spent(book.spent_s + time.time() - clock, book.gpu_seconds, spec.search.time_budget_s)
         tracker.finish(status)
-    return SearchResult(name, list(book.records.values()), members, reference, time.time() - started)
+    return SearchResult(name, list(book.records.values()), members, reference, time.time() - started,
+                        tracker.experiment_id)
 
 
 def _reconcile(book: TrialBook, outcome: Any) -> None:
@@ -302,12 +322,13 @@ def _reconcile(book: TrialBook, outcome: Any) -> None:
         book.finished(outcome.trial_id, outcome.candidate, outcome.metrics)
 
 
-def pareto_table(members: list[dict[str, Any]], objectives, reference: dict[str, Any]) -> str:
-    """The Pareto front as a text table (one row per student, best first objective first)."""
+def _pareto_rows(members: list[dict[str, Any]], objectives, reference: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the Pareto table: one row per student (best first objective first), then the teacher."""
     metrics = []  # each objective; a score (dev, what the front is chosen on) is followed by its test score
     for metric, _ in objectives:
         metrics += [metric] if metric in ("params", "disk_mb", "latency_ms") else [metric, f"test_{metric}"]
-    extra = [m for m in ("params", "quality", "test_quality", "disk_mb", "drop_quality_rel") if m not in metrics]
+    extra = [m for m in ("params", "quality", "test_quality", "disk_mb", "latency_ms", "drop_quality_rel")
+             if m not in metrics]
     columns = ["trial", "layers", "ffn", "hidden", "vocab", "init", *metrics, *extra]
     rows = []
     groups: dict[tuple, list[dict[str, Any]]] = {}  # the sampler may draw a candidate more than once
@@ -328,8 +349,29 @@ def pareto_table(members: list[dict[str, Any]], objectives, reference: dict[str,
         rows.append(["teacher", "", "", "", "", ""] + [
             "-" if reference.get(m) is None else (f"{int(reference[m]):,}" if m == "params" else f"{reference[m]:.4g}")
             for m in metrics + extra])
+    return columns, rows
+
+
+_TABLE_NOTE = "(quality and task columns: dev scores, on which the front is chosen; test_*: test scores, reported only)"
+
+
+def pareto_table(members: list[dict[str, Any]], objectives, reference: dict[str, Any]) -> str:
+    """The Pareto front as a text table (one row per student, best first objective first)."""
+    columns, rows = _pareto_rows(members, objectives, reference)
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(columns)]
     lines = ["Pareto front:", "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
-    lines.append("(quality and task columns: dev scores, on which the front is chosen; test_*: test scores, reported only)")
+    lines.append(_TABLE_NOTE)
+    return "\n".join(lines)
+
+
+def pareto_markdown(members: list[dict[str, Any]], objectives, reference: dict[str, Any]) -> str:
+    """The Pareto front as a Markdown table, for the search's parent run description in the MLflow UI."""
+    columns, rows = _pareto_rows(members, objectives, reference)
+    objective_text = ", ".join(f"{metric} ({direction})" for metric, direction in objectives)
+    lines = [f"## Pareto front: {len(members)} students", "", f"Objectives: {objective_text}.", "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", _TABLE_NOTE[1:-1] + ".", "Registered as `best-<objective>` and `pareto-<k>` aliases; "
+              "`python -m search.export --alias pareto-1 --out DIR --int8` exports one."]
     return "\n".join(lines)

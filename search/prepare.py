@@ -64,7 +64,7 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
 
     Returns:
         The `TrialContext` for the trials and the teacher's reference: ``params`` and, when the spec
-        has tasks, ``quality``, ``disk_mb`` and one score per task.
+        has tasks, ``quality``, ``disk_mb`` and one score per task; ``latency_ms`` as ``spec.latency`` says.
     """
     spec = materialise_synthetic(spec)
     config = teacher_config(spec)
@@ -89,15 +89,15 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
             teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
         logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
                     ", ".join(spec.data.tasks) or "no tasks")
-        if spec.data.tasks:
-            reference = _flat(teacher_reference(teacher, spec.data.tasks, spec.evaluation, cache_dir,
-                                                progress=progress))
+        reference = _flat(teacher_reference(teacher, spec.data.tasks, spec.evaluation, cache_dir,
+                                            progress=progress, latency=spec.latency))
+        logger.info("teacher latency: %.2f ms on %s", reference["latency_ms"], spec.latency.runtime)
     reference["params"] = config_parameters(config)
     plan = TrialPlan(
         teacher=teacher, candidate=None, order=spec.stages.order, corpus=spec.data.corpus, heldout=spec.data.heldout,
         distill=spec.distill, prune=spec.prune, truncate=spec.truncate, trim_vocab=spec.trim_vocab,
         tasks=dict(spec.data.tasks), evaluation=spec.evaluation, cache_dir=spec.search.cache_dir,
-        device="cuda" if spec.search.resources.gpu > 0 else None, measure_latency=spec.measures_latency,
+        device="cuda" if spec.search.resources.gpu > 0 else None, latency=spec.latency,
     )
     constraints = spec.constraints
     fidelity = spec.search.fidelity

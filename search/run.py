@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.errors import UsageError
+from pipeline.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -45,11 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
     try:
         from search.spec import load_spec, teacher_config

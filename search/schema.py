@@ -41,6 +41,7 @@ from pipeline.config import (
     DistillConfig,
     EvalConfig,
     InitStrategy,
+    LatencyConfig,
     PruneConfig,
     ScratchConfig,
     TaskSource,
@@ -55,6 +56,7 @@ __all__ = [
     "Constraints",
     "Data",
     "Fidelity",
+    "ExportSettings",
     "MlflowSettings",
     "Objective",
     "RaySettings",
@@ -64,6 +66,7 @@ __all__ = [
     "Spec",
     "Stages",
     "Teacher",
+    "TEACHER_LICENSES",
     "default_direction",
     "resolve_data_path",
     "resolve_model_path",
@@ -76,6 +79,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_DIR_ENV = "LRL_SYNTHETIC_ROOT"
 
 BUILTIN_METRICS = ("quality", "params", "latency_ms", "disk_mb")
+
+# Licenses of well-known teachers (their model cards): a student is a derivative of its teacher's
+# weights, so by default it carries the teacher's license. Any other teacher defaults to "other",
+# Hugging Face's value for "the card says"; the spec's ``license`` overrides both (the data a student
+# was distilled and evaluated on may add terms of its own).
+TEACHER_LICENSES = {
+    "FacebookAI/xlm-roberta-base": "mit", "xlm-roberta-base": "mit",
+    "FacebookAI/xlm-roberta-large": "mit", "xlm-roberta-large": "mit",
+    "google-bert/bert-base-multilingual-cased": "apache-2.0", "bert-base-multilingual-cased": "apache-2.0",
+}
 _METRIC_DIRECTIONS = {"quality": "max", "params": "min", "latency_ms": "min", "disk_mb": "min"}
 
 
@@ -381,9 +394,34 @@ class MlflowSettings(_Section):
         return Path(_local_path(value, _base_dir(info))).as_uri()
 
 
+class ExportSettings(_Section):
+    """Export one registered student when the search ends, as ``python -m search.export`` would.
+
+    ``alias``: a registry alias of the search (``best-<objective>`` or ``pareto-<k>``); ``onnx`` and
+    ``int8``: also write ``model.onnx`` / ``model.int8.onnx`` (``int8`` implies ``onnx``); ``out``: the
+    folder, replaced on every run (default ``<repo>/exports/<registered model>-<alias>``).
+    """
+
+    alias: str = Field(default="best-quality", min_length=1)
+    onnx: bool = True
+    int8: bool = True
+    out: str | None = None
+
+    @field_validator("out")
+    @classmethod
+    def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _local_path(value, _base_dir(info))
+
+
 class Spec(_Section):
     """A compression search: teacher, language and data, stage settings, space, objectives,
-    constraints, search, Ray and MLflow settings."""
+    constraints, latency, search, Ray, MLflow and export settings.
+
+    ``license`` (the students' model cards) defaults to the teacher's license for the teachers of
+    `TEACHER_LICENSES`, else ``other``. ``latency``: how every trial's and the teacher's latency is
+    measured (always measured and logged; ``latency_ms`` objectives and ``constraints.max_latency_ms``
+    use it). ``export``: a student to export when the search ends (none by default).
+    """
 
     teacher: Teacher
     language: str = Field(min_length=1)
@@ -400,10 +438,26 @@ class Spec(_Section):
         Objective(metric="params", direction="min"),
     )
     constraints: Constraints = Constraints()
+    latency: LatencyConfig = LatencyConfig()
     # factories: these defaults are paths, resolved when a spec loads, not when this module is imported
     search: SearchSettings = Field(default_factory=SearchSettings)
     ray: RaySettings = RaySettings()
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    export: ExportSettings | None = None
+    license: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _final_names(self) -> Spec:
+        """The defaults that depend on other fields: the license from the teacher, the export folder."""
+        updates: dict[str, Any] = {}
+        if self.license is None:
+            updates["license"] = TEACHER_LICENSES.get(self.teacher.model, "other")
+        if self.export is not None and self.export.out is None and self.mlflow.registered_model:
+            out = REPO_ROOT / "exports" / slug(f"{self.mlflow.registered_model}-{self.export.alias}")
+            updates["export"] = self.export.model_copy(update={"out": str(out)})
+        for name, value in updates.items():
+            object.__setattr__(self, name, value)  # frozen: set once here, while validating
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -431,11 +485,5 @@ class Spec(_Section):
         folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else Path(self.search.storage_path)
         return f"sqlite:///{folder / 'optuna.db'}"
 
-    @property
-    def measures_latency(self) -> bool:
-        """Whether trials must measure latency (an objective or a constraint uses it)."""
-        return self.constraints.max_latency_ms is not None or any(
-            objective.metric == "latency_ms" for objective in self.objectives
-        )
 
 

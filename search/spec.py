@@ -85,6 +85,14 @@ def spec_problems(spec: Spec) -> list[tuple[str, str]]:
         if build.num_attention_heads > 0 and build.hidden_size % build.num_attention_heads:
             problems.append(("teacher.build.hidden_size", f"{build.hidden_size} is not divisible by "
                              f"num_attention_heads={build.num_attention_heads}"))
+    if spec.export is not None:
+        alias = spec.export.alias
+        metrics = [objective.metric for objective in spec.objectives]
+        if alias.startswith("best-") and alias[len("best-"):] not in metrics:
+            problems.append(("export.alias", f"{alias!r} needs the objective {alias[len('best-'):]!r}; "
+                             f"the objectives are {', '.join(metrics)}"))
+        elif not alias.startswith(("best-", "pareto-")):
+            problems.append(("export.alias", f"{alias!r} is not an alias the search sets: best-<objective> or pareto-<k>"))
     return problems + _window_problems(spec) + _search_problems(spec)
 
 

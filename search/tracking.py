@@ -11,8 +11,15 @@ search in the store:
   ``teacher_<metric>``; the Pareto-front plot ``pareto_front.png``);
 - one nested child run per trial (tags ``mlflow.parentRunId``, ``lrl.trial_id``, ``pareto``,
   ``feasible``; params = the candidate; metrics = objectives, per-task scores, drops against the
-  teacher, stage timings; the student's Hugging Face directory as artifact ``model``). A trial that
-  failed for good is a run with status FAILED, its error in the tag ``error`` and ``error.txt``.
+  teacher, stage timings, latency; the student's Hugging Face directory as artifact ``model`` with its
+  model card ``model/README.md`` (`pipeline.card`) and the card's data ``model/card.json``; and the same
+  student as an MLflow model of the transformers flavour (``fill-mask``, tag ``lrl.model_id``), which
+  the registry's versions point at). A trial that failed for good is a run with status FAILED, its
+  error in the tag ``error`` and ``error.txt``;
+- the experiment is tagged as custom model development (``mlflow.experimentKind``, the UI's "Machine
+  learning" type); MLflow 3.17's UI still opens an experiment on its GenAI overview unless the URL asks
+  for ``?workflowType=machine_learning``, the link `ui_command` prints; the parent run's description
+  (``mlflow.note.content``) is the Pareto table when the search ends (`Tracker.describe`).
 
 Resume: the parent is found again by its tags and `Tracker.read_records` returns one record per trial
 run (``lrl.trial_id``); the driver never logs a FINISHED trial again and completes a half-written run
@@ -26,14 +33,16 @@ renumbered once, when the search ends (`Tracker.register` with ``renumber=True``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +52,22 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+# MLflow's own context manager for "this tracking URI for a block, then the previous one": the flavour
+# logger and the registry's resolution of models:/ sources use the global URI, not a client's.
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # noqa: E402
 
+from pipeline.errors import UsageError  # noqa: E402
 from search.pareto import Objective  # noqa: E402
 from search.schema import REPO_ROOT  # noqa: E402
 
-__all__ = ["Tracker", "git_commit", "ui_command"]
+__all__ = ["Tracker", "download_student", "find_student", "git_commit", "ui_command"]
 
 logger = logging.getLogger(__name__)
 
 _TAG_LIMIT = 5000
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # not GenAI: a training experiment
+_MODEL_ID_TAG = "lrl.model_id"
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
@@ -60,17 +76,24 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return None
 
 
-def ui_command(tracking_uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store."""
+def ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
+    """The shell command that opens the MLflow UI on this store and, given the experiment, the page of
+    its runs (MLflow 3.17's UI opens an experiment on its GenAI overview unless the URL asks for the
+    model-training view)."""
     path = _sqlite_path(tracking_uri)
     if path is None:
-        return f"open {tracking_uri} in a browser"
-    artifacts = path.parent / "artifacts"
-    return (
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
-        f"--backend-store-uri {tracking_uri} --default-artifact-root {artifacts.as_uri()} "
-        "--host 127.0.0.1 --port 5000"
-    )
+        command, host = f"open {tracking_uri} in a browser", tracking_uri.rstrip("/")
+    else:
+        artifacts = path.parent / "artifacts"
+        command = (
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
+            f"--backend-store-uri {tracking_uri} --default-artifact-root {artifacts.as_uri()} "
+            "--host 127.0.0.1 --port 5000"
+        )
+        host = "http://127.0.0.1:5000"
+    if experiment_id is None:
+        return command
+    return f"{command}\n  then open {host}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -104,11 +127,14 @@ class Tracker:
         objectives: ``[(metric, "min"|"max"), ...]``, for the aliases and the plot.
         registered_model: model-registry name under which Pareto students are registered.
         artifact_location: where the experiment's artifacts go (a new experiment only).
+        card: what every student's model card shares (`pipeline.card.card_data`'s ``language``,
+            ``license``, ``teacher``, ``teacher_config``, ``latency``; and ``heldout``, the text an
+            export checks its ONNX graphs on).
     """
 
     def __init__(self, tracking_uri: str, experiment: str, *, search: str, spec_hash: str,
                  objectives: Sequence[Objective], registered_model: str,
-                 artifact_location: str | None = None) -> None:
+                 artifact_location: str | None = None, card: Mapping[str, Any] | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.search = search
         self.spec_hash = spec_hash
@@ -121,16 +147,20 @@ class Tracker:
         self.experiment_id = self._experiment(experiment, db, artifact_location)
         self.parent_id: str | None = None
         self.teacher: dict[str, float] = {}
+        self.card = dict(card or {})
         self._versions: dict[str, str] | None = None  # run id -> registered version, read on first use
         self._aliases: dict[str, str] = {}
+        self._model_ids: dict[str, str | None] = {}  # run id -> its transformers-flavour model, if any
 
     def _experiment(self, name: str, db: Path | None, location: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(_EXPERIMENT_KIND[0]) != _EXPERIMENT_KIND[1]:
+                self.client.set_experiment_tag(found.experiment_id, *_EXPERIMENT_KIND)
             return found.experiment_id
         if location is None and db is not None:
             location = (db.parent / "artifacts").as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags=dict([_EXPERIMENT_KIND]))
 
     # ---------------------------------------------------------------- parent run
     def start(self, *, spec_yaml: str, params: Mapping[str, Any], resume: bool,
@@ -194,6 +224,9 @@ class Tracker:
         """``(spent_s, gpu_seconds)`` an earlier run of this search recorded (zeros when none)."""
         metrics = self.client.get_run(self._parent()).data.metrics
         return float(metrics.get("spent_s", 0.0)), float(metrics.get("gpu_seconds", 0.0))
+    def describe(self, markdown: str) -> None:
+        """Set the parent run's description (shown on its page in the UI), e.g. the Pareto table."""
+        self.client.set_tag(self._parent(), "mlflow.note.content", markdown)
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
@@ -263,6 +296,14 @@ class Tracker:
         tags = {"feasible": str(feasible).lower(), "pareto": str(pareto).lower()}
         for key, value in (result.get("config") or {}).items():
             tags[f"student.{key}"] = str(value)
+        model_dir = result.get("model_dir")
+        has_model = bool(model_dir) and Path(model_dir).is_dir()
+        card = self._card(result, name=name, run_id=run_id, trial_id=trial_id) if has_model else None
+        if has_model and any((Path(model_dir) / weights).is_file() for weights in _WEIGHTS):
+            model_id = self._log_transformers(run_id, str(model_dir), card["text"])
+            if model_id is not None:
+                tags[_MODEL_ID_TAG] = model_id
+        self._model_ids[run_id] = tags.get(_MODEL_ID_TAG)
         now = _now()
         history = []
         if rungs:
@@ -273,11 +314,47 @@ class Tracker:
         self.client.log_batch(run_id, metrics=history + [Metric(k, v, now, step) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_text(run_id, json.dumps(_jsonable(result), indent=2, sort_keys=True), "trial.json")
-        model_dir = result.get("model_dir")
-        if model_dir and Path(model_dir).is_dir():
-            self.client.log_artifacts(run_id, str(model_dir), "model")
+        if has_model:
+            with _with_card(Path(model_dir), card) as folder:
+                self.client.log_artifacts(run_id, str(folder), "model")
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def _card(self, result: Mapping[str, Any], *, name: str, run_id: str, trial_id: str) -> dict[str, Any]:
+        """The student's model card (text) and its data, from the trial's result and the search's defaults."""
+        from pipeline.card import card_data, model_card
+
+        defaults = {key: self.card.get(key) for key in ("language", "license", "teacher", "teacher_config", "latency")}
+        data = card_data(result, name=f"{self.registered_model} {name}", reference=self.teacher, **defaults,
+                         source={"tracking_uri": self.tracking_uri, "run_id": run_id, "trial": trial_id,
+                                 "search": self.search})
+        if self.card.get("heldout"):
+            data["heldout"] = dict(self.card["heldout"])
+        return {"data": data, "text": model_card(data)}
+
+    def _log_transformers(self, run_id: str, model_dir: str, card_text: str) -> str | None:
+        """Log ``model_dir`` as an MLflow model of the transformers flavour (fill-mask); returns its id.
+
+        The logged model is created in this experiment first (MLflow would put it in the active one).
+        A directory that does not load as a fill-mask pipeline is logged as the plain folder only (one
+        warning line; its registered version then points at the folder): tracking must not end a search.
+        """
+        import transformers
+        from huggingface_hub import ModelCard
+
+        try:
+            pipe = transformers.pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
+        except Exception as error:  # noqa: BLE001 - any loading error; the folder is still logged
+            logger.warning("%s does not load as a transformers fill-mask model (%s); logged as a plain folder",
+                           model_dir, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+            return None
+        logged = self.client.create_logged_model(self.experiment_id, name="student", source_run_id=run_id)
+        with _use_tracking_uri(self.tracking_uri):  # log_model writes through the fluent API
+            mlflow.transformers.log_model(
+                pipe, name="student", task="fill-mask", run_id=run_id, model_id=logged.model_id,
+                model_card=ModelCard(card_text), pip_requirements=_requirements(),
+            )
+        return logged.model_id
 
     def log_failure(self, trial_id: str, candidate: Mapping[str, Any], error: str, *, name: str,
                     attempts: int | None = None, run_id: str | None = None) -> str:
@@ -313,11 +390,20 @@ class Tracker:
             return
         versions = self._registered()
         for record in members:
-            if record["run_id"] not in versions and self._has_model(record["run_id"]):
-                versions[record["run_id"]] = self.client.create_model_version(
-                    self.registered_model, source=f"{self._artifact_uri(record['run_id'])}/model",
-                    run_id=record["run_id"], await_creation_for=0,
-                    tags={"lrl.trial_id": record["id"], "lrl.search": self.search, "pareto": "true"},
+            run_id = record["run_id"]
+            if run_id in versions:
+                continue
+            model_id = self._model_id(run_id)
+            if model_id is not None:  # the transformers-flavour model: MLflow's loaders read it
+                source, extra = f"models:/{model_id}", {"model_id": model_id}
+            elif self._has_model(run_id):  # a plain folder (no weights to make a flavour model of)
+                source, extra = f"{self._artifact_uri(run_id)}/model", {}
+            else:
+                continue
+            with _use_tracking_uri(self.tracking_uri):  # MLflow 3.17 resolves a models:/ source on the global store
+                versions[run_id] = self.client.create_model_version(
+                    self.registered_model, source=source, run_id=run_id, await_creation_for=0,
+                    tags={"lrl.trial_id": record["id"], "lrl.search": self.search, "pareto": "true"}, **extra,
                 ).version
         registered = [r for r in members if r["run_id"] in versions]
         wanted = {}
@@ -347,6 +433,11 @@ class Tracker:
                 self._aliases = {}
             self._versions = {v.run_id: v.version for v in self.client.search_model_versions(f"name = '{name}'")}
         return self._versions
+
+    def _model_id(self, run_id: str) -> str | None:
+        if run_id not in self._model_ids:  # a run logged before a resume: read its tag once
+            self._model_ids[run_id] = self.client.get_run(run_id).data.tags.get(_MODEL_ID_TAG)
+        return self._model_ids[run_id]
 
     def _artifact_uri(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.artifact_uri
@@ -388,6 +479,53 @@ class Tracker:
         plt.close(fig)
 
 
+# ---------------------------------------------------------------- reading a student back (search.export)
+
+
+def find_student(tracking_uri: str, *, run_id: str | None = None, alias: str | None = None,
+                 model_name: str | None = None, experiment: str | None = None) -> str:
+    """The run id of a logged student, given directly or as a registry alias.
+
+    The registered model is ``model_name``, else ``<experiment>-student``, else the store's only
+    registered model.
+
+    Raises:
+        UsageError: one line, for a run or alias that does not exist or an ambiguous model name.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if run_id is not None:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise UsageError(f"--run {run_id}: no such run in {tracking_uri}") from None
+        if "lrl.trial_id" not in run.data.tags:
+            raise UsageError(f"--run {run_id}: not a trial run of a search (no lrl.trial_id tag)")
+        return run_id
+    if model_name is None and experiment is not None:
+        from search.schema import slug
+
+        model_name = f"{slug(experiment)}-student"
+    if model_name is None:
+        names = sorted(model.name for model in client.search_registered_models())
+        if len(names) != 1:
+            found = ", ".join(names) if names else "none"
+            raise UsageError(f"--alias {alias}: name the registered model with --model-name (registered: {found})")
+        model_name = names[0]
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        raise UsageError(f"--alias {alias}: no such alias of the registered model {model_name!r} in {tracking_uri}") from None
+    return version.run_id
+
+
+def download_student(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
+    """Download the student of ``run_id`` (its ``model`` artifact: weights, tokenizer, card) into ``dst``."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if "model" not in {f.path for f in client.list_artifacts(run_id)}:
+        raise UsageError(f"run {run_id}: has no model artifact (a failed trial, or one that logged no student)")
+    return Path(client.download_artifacts(run_id, "model", str(dst)))
+
+
 def _alias_part(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", metric)
 
@@ -399,6 +537,30 @@ def _flat_reference(reference: Mapping[str, Any]) -> dict[str, float]:
         if _finite(score):
             flat[task] = score
     return flat
+
+
+@contextlib.contextmanager
+def _with_card(model_dir: Path, card: Mapping[str, Any]) -> Iterator[Path]:
+    """A folder with ``model_dir``'s files (linked, not copied: it is a shared stage output) plus the card
+    (``README.md``) and its data (``card.json``), so the model artifact is logged in one write."""
+    with tempfile.TemporaryDirectory(prefix="lrl-model-") as scratch:
+        folder = Path(scratch)
+        for path in model_dir.iterdir():
+            if path.name not in ("README.md", "card.json"):
+                (folder / path.name).symlink_to(path.resolve(), target_is_directory=path.is_dir())
+        (folder / "README.md").write_text(card["text"], encoding="utf-8")
+        (folder / "card.json").write_text(json.dumps(_jsonable(card["data"]), indent=2) + "\n", encoding="utf-8")
+        yield folder
+
+
+def _requirements() -> list[str]:
+    """What a logged student needs to load: given, so MLflow does not infer it (which loads the model again)."""
+    import tokenizers
+    import torch
+    import transformers
+
+    return [f"transformers=={transformers.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+            f"tokenizers=={tokenizers.__version__}", "sentencepiece", "protobuf"]
 
 
 def _enclosing_run_id() -> str | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 # Stack notes: importing torch for the first time after ray.init() crashed with an MKL error in
 # Ray jobs; import it before anything starts Ray.
-import torch  # noqa: F401
+import torch
 import ray
 from ray import tune
 from ray.tune import Callback
@@ -54,8 +54,13 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
     An exception (a NaN loss's FloatingPointError included) fails the trial; Tune retries it up to
     ``search.max_failures`` times.
     """
+    sys.unraisablehook = _ignore_exit
     candidate = to_candidate(config)
     name = label(candidate)
+    # As many torch threads as cores Ray gave the trial (search.resources.cpu): more threads than cores
+    # oversubscribe them when trials run side by side.
+    cores = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
+    torch.set_num_threads(max(1, int(cores)))
 
     def progress(message: str) -> None:
         print(f"[{name}] {message}", file=sys.stderr, flush=True)
@@ -67,6 +72,15 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
         outcome = evaluate_candidate(context, candidate, progress, rung=rung)
         tune.report({**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung or 0,
                      "result_json": json.dumps(outcome["result"], default=str)})
+
+
+def _ignore_exit(unraisable) -> None:
+    """Ray ends a finished trial's worker with ``SystemExit``; raised where Python cannot propagate it (a
+    finaliser, a thread) it printed "Exception ignored in ... SystemExit: 1" with a traceback in the middle
+    of a successful run. That one is expected and dropped; anything else is printed as usual."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 @dataclass(frozen=True)

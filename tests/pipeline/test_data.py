@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import data as data_module
 from pipeline.config import TaskSource
 from pipeline.data import load_task, parse_hub_id, split_files
 from pipeline.errors import UsageError

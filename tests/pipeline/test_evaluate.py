@@ -34,6 +34,18 @@ def test_evaluate_real_data(task, shared_data, tiny_xlmr):
     assert any("epoch 1/1" in line for line in progress)
 
 
+def test_a_long_epoch_logs_where_it_is(shared_data, tiny_xlmr, monkeypatch):
+    from pipeline import evaluate
+
+    monkeypatch.setattr(evaluate, "_QUIET_SECONDS", 0.0)  # every batch is "long after the last line"
+    progress = []
+    cfg = quick("topic")
+    cfg = dataclasses.replace(cfg, topic=dataclasses.replace(cfg.topic, batch_size=16))
+    evaluate_task(str(tiny_xlmr), "topic", TaskSource(str(shared_data / "mt" / "topic")), cfg, progress=progress.append)
+    within = [line.split(": ")[1].split(",")[0] for line in progress if ": batch " in line]
+    assert within == ["batch 1/3", "batch 2/3", "batch 3/3"]
+
+
 def test_evaluate_bert_subword_scoring_and_finetune(shared_data, tiny_bert):
     result = evaluate_task(str(tiny_bert), "pos", TaskSource(str(shared_data / "mt" / "pos")),
                            quick("pos", scoring="subword", method="finetune"))

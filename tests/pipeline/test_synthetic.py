@@ -74,6 +74,25 @@ def test_sentiment_labels_follow_polarity_and_negation(demo, family):
         assert label == ("1" if (polar[0] in positive) != ("nu" in words) else "0"), text
 
 
+def test_polarity_is_learnt_from_unlabelled_text_only(demo, family):
+    """The corpus pairs a polar adjective with bene/male by its polarity; the labelled set never shows them,
+    and the adjective alone decides two labels in three (negation flips the rest)."""
+    positive, negative = set(family.alva.positive), set(family.alva.negative)
+    pairs = Counter()
+    for line in Path(demo["corpus"]).read_text().splitlines():
+        words = line.split()
+        for polar in (w for w in words if w in positive or w in negative):
+            for adverb in ("bene", "male"):
+                if adverb in words:
+                    pairs[(polar in positive, adverb)] += 1
+    assert pairs[(True, "bene")] > 10 * pairs[(True, "male")] and pairs[(False, "male")] > 10 * pairs[(False, "bene")]
+    data = load_task("sentiment", TaskSource(demo["sentiment"]))
+    assert not any({"bene", "male"} & set(text.split()) for text in data.train.inputs + data.test.inputs)
+    by_word = [("1" if any(w in positive for w in text.split()) else "0") == label
+               for text, label in zip(data.train.inputs, data.train.targets)]
+    assert 0.6 < sum(by_word) / len(by_word) < 0.72
+
+
 def test_topic_labels_follow_vocabulary(demo, family):
     data = load_task("topic", TaskSource(demo["topic"]))
     for text, label in zip(data.train.inputs, data.train.targets):
@@ -141,7 +160,7 @@ def test_bag_of_words_fails_where_context_decides(demo):
     features = vectorizer.fit_transform(data.train.inputs)
     model = LogisticRegression(max_iter=2000).fit(features, data.train.targets)
     accuracy = model.score(vectorizer.transform(data.test.inputs), data.test.targets)
-    assert accuracy < 0.7  # labels are fully determined by the text (rule accuracy 1.0)
+    assert accuracy < 0.7  # labels are fully determined by the text (rule accuracy 1.0); "nu" defeats a bag of words
 
     pos = load_task("pos", TaskSource(demo["pos"]))
     assert word_majority_accuracy(pos.train, pos.test) < 0.9  # nouns and verbs share their forms

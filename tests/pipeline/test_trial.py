@@ -41,7 +41,7 @@ def test_paper_order_and_reuse(plan_for):
     assert list(result["stage_keys"]) == ["distill", "prune", "truncate", "trim_vocab"]
     assert result["stages"]["distill"]["steps"] == 3 and result["stages"]["truncate"]["steps"] == 3
     assert result["cached"] == [] and result["scores"] == {} and "quality" not in result
-    assert set(result["timings"]) == {"distill", "prune", "truncate", "trim_vocab", "evaluate"}
+    assert set(result["timings"]) == {"distill", "prune", "truncate", "trim_vocab", "evaluate", "latency"}
     assert result["params"] == assert_hf_dir(result["model_dir"]).num_parameters()
     assert result["disk_mb"] > 0
     json.dumps(result)
@@ -122,7 +122,6 @@ def test_trial_with_a_task_and_teacher_reference(plan_for, shared_data, tmp_path
     tasks = {"sentiment": TaskSource(source=str(shared_data / "mt" / "sentiment"))}
     plan = dataclasses.replace(
         plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=32)), tasks=tasks, evaluation=evaluation,
-        measure_latency=True,
     )
     result = run_trial(plan)
     assert set(result["scores"]) == {"sentiment"} and result["quality"] == result["scores"]["sentiment"]

@@ -50,7 +50,7 @@ def fake_trial(plan, progress=None) -> dict:
     return {"model_dir": str(out), "node_id": node, "params": params, "disk_mb": params * 4 / 2**20,
             "timings": {"distill": 0.1, "evaluate": 0.1}, "stage_keys": {},
             "scores": {"pos": quality, "topic": quality / 2}, "tasks": {}, "quality": quality * 0.75,
-            "config": sizes}
+            "latency_ms": 0.5 * c.num_hidden_layers + 0.01 * c.hidden_size, "config": sizes}
 
 
 def failing_trial(plan, progress=None) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Candidate
-from search.driver import TrialBook, experiment_name, pareto_table, spec_hash
+from search.driver import TrialBook, experiment_name, pareto_markdown, pareto_table, spec_hash
 from search.spec import load_spec
 from tests.search.fakes import write_spec
 
@@ -46,6 +46,7 @@ def test_spec_hash_ignores_ray_address(tmp_path):
     path = write_spec(tmp_path)
     a = load_spec(path)
     assert spec_hash(a) == spec_hash(load_spec(path, ["ray.address=auto"]))
+    assert spec_hash(a) == spec_hash(load_spec(path, ["export={alias: best-quality, out: elsewhere}"]))
     assert spec_hash(a) != spec_hash(load_spec(path, ["search.num_samples=5"]))
 
 
@@ -69,9 +70,12 @@ def test_pareto_table():
     table = pareto_table(members, [("quality", "max"), ("params", "min")], {"quality": 0.8, "params": 40000})
     lines = table.splitlines()
     assert lines[1].split() == ["trial", "layers", "ffn", "hidden", "vocab", "init", "quality", "test_quality", "params",
-                                "disk_mb", "drop_quality_rel"]
+                                "disk_mb", "latency_ms", "drop_quality_rel"]
     assert "dev scores" in lines[-1]
     assert "12,345" in lines[2] and lines[3].startswith("teacher")
+    markdown = pareto_markdown(members, [("quality", "max"), ("params", "min")], {"quality": 0.8, "params": 40000})
+    header = next(line for line in markdown.splitlines() if line.startswith("| trial"))
+    assert header.count("|") == 13 and "| abc | 2 | 16 | 32 | full | stride | 0.5 |" in markdown
 
 
 class RecordingTracker:

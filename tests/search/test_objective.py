@@ -61,6 +61,13 @@ def test_min_quality_marks_infeasible(tmp_path):
     assert outcome["feasible"] is False and math.isfinite(outcome["metrics"]["quality"])
 
 
+def test_latency_is_an_objective_and_a_constraint(tmp_path):
+    ctx = context(tmp_path, objectives=(("quality", "max"), ("latency_ms", "min")), max_latency_ms=1.5)
+    fast, slow = (evaluate_candidate(ctx, Candidate(layers, 16, 32, None)) for layers in (1, 3))
+    assert fast["metrics"]["latency_ms"] == pytest.approx(0.82) and fast["feasible"] is True
+    assert slow["metrics"]["latency_ms"] == pytest.approx(1.82) and slow["feasible"] is False
+
+
 def test_run_one_without_ray(tmp_path, monkeypatch):
     from search.prepare import run_one
     from search.spec import load_spec

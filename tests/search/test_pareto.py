@@ -120,7 +120,7 @@ def test_ties_are_broken_by_arrival():
     assert [t for t in rung if promoted(rung, t, 2)] == ["a", "b"]
 
 
-def test_three_objectives():
+def test_promotion_with_three_objectives():
     rung = {"a": (0, 0, 9), "b": (9, 0, 0), "c": (0, 9, 0), "d": (5, 5, 5), "e": (6, 6, 6), "f": (7, 7, 7)}
     assert {t for t in rung if promoted(rung, t, 2)} == {"a", "b", "c"}  # the first front, 3 of 6
 

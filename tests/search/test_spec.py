@@ -72,7 +72,8 @@ def test_defaults_are_the_papers(tmp_path):
     assert spec.mlflow.experiment == "compress-mt"
     assert spec.search.storage_path == str(REPO_ROOT / ".cache" / "ray")
     assert spec.search.cache_dir == str(REPO_ROOT / ".cache" / "stages")
-    assert not spec.measures_latency
+    assert spec.latency.runtime == "torch" and (spec.latency.batch, spec.latency.seq_len, spec.latency.threads) == (1, 128, 1)
+    assert spec.license == "other" and spec.export is None
 
 
 def test_partial_section_keeps_the_other_defaults(tmp_path):
@@ -244,6 +245,10 @@ def test_quality_needs_a_task(tmp_path):
         ({"search": {"resources": {"gpu": -1}}}, "search.resources.gpu: Input should be greater than or equal to 0"),
         ({"ray": "auto"}, "ray: Input should be a valid dictionary or instance of RaySettings (got 'auto')"),
         ({"constraints": {"max_params": -5}}, "constraints.max_params: Input should be greater than 0"),
+        ({"latency": {"runtime": "tensorrt"}}, "latency.runtime: Input should be 'torch', 'onnx' or 'onnx-int8'"),
+        ({"latency": {"batch": 0}}, "latency: batch must be at least 1, got 0"),
+        ({"export": {"alias": "best-latency_ms"}}, "export.alias: 'best-latency_ms' needs the objective 'latency_ms'"),
+        ({"export": {"alias": "newest"}}, "export.alias: 'newest' is not an alias the search sets"),
     ],
 )
 def test_one_line_per_bad_field(tmp_path, section, expected):

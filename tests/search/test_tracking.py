@@ -115,6 +115,8 @@ def test_parent_children_failure_tags_and_registry(tmp_path):
     tracker.finish()
     assert client.get_run(parent).info.status == "FINISHED"
     assert "mlflow ui" in ui_command(tracker.tracking_uri)
+    url = ui_command(tracker.tracking_uri, tracker.experiment_id).splitlines()[-1]
+    assert url.endswith(f"/#/experiments/{tracker.experiment_id}?workflowType=machine_learning")
 
 
 def test_resume_reads_records_and_completes_runs_in_place(tmp_path):
