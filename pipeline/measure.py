@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from pipeline.families import max_positions
+from pipeline.modeling import safe_kwargs
 
 __all__ = ["disk_mb", "latency_ms"]
 
@@ -38,7 +39,7 @@ def latency_ms(
         warmup: untimed passes first.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = AutoModelForMaskedLM.from_pretrained(model_dir).to(device).eval()
+    model = AutoModelForMaskedLM.from_pretrained(model_dir, **safe_kwargs()).to(device).eval()
     config = model.config
     seq_len = min(seq_len, max_positions(config))
     generator = torch.Generator().manual_seed(0)
