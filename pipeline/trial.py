@@ -14,13 +14,14 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import modeling
-from pipeline.cache import cached, is_complete, stage_key
+from pipeline.cache import cached, stage_key
 from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, TaskSource
 from pipeline.errors import UsageError
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
@@ -64,7 +65,7 @@ def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldou
         teacher, tokenizer, metrics = adapt_stage(teacher, tokenizer, texts.corpus, texts.heldout, adapt, device=device)
         _save(out, teacher, tokenizer, metrics)
 
-    return str(cached(cache_dir, key, build))
+    return str(cached(cache_dir, key, build, verify=_output_problem))
 
 
 def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
@@ -94,9 +95,14 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
     result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}}
     for step in steps:
         started = time.perf_counter()
-        hit = is_complete(Path(plan.cache_dir) / step.key)
-        paths[step.key] = cached(plan.cache_dir, step.key, lambda out, step=step: _BUILDERS[step.stage](
-            plan, texts, step, paths[step.source], paths.get(step.teacher), out))
+        built: list[str] = []  # whether this process built the step (another may have while we waited)
+
+        def build(out: Path, step: Step = step) -> None:
+            built.append(step.key)
+            _BUILDERS[step.stage](plan, texts, step, paths[step.source], paths.get(step.teacher), out)
+
+        paths[step.key] = cached(plan.cache_dir, step.key, build, verify=_output_problem)
+        hit = not built
         seconds = round(time.perf_counter() - started, 3)
         if step.for_teacher:
             result["timings"][f"teacher_{step.stage}"] = seconds
@@ -198,8 +204,8 @@ def _evaluate_all(model_dir: str, key: str, tasks: dict[str, TaskSource], evalua
             (out / "result.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
 
         task_key = stage_key(key, "evaluate", {"task": task, "source": source, "evaluation": evaluation})
-        path = cached(cache_dir, task_key, build)
-        details[task] = json.loads((path / "result.json").read_text(encoding="utf-8"))
+        path = cached(cache_dir, task_key, build, verify=_result_problem)
+        details[task] = _read_json(path / "result.json")
     # Selection uses dev scores; test scores are reported beside them, never used to choose.
     scores = {task: statistics.fmean(details[task]["dev_scores"]) for task in details}
     test_scores = {task: details[task]["mean"] for task in details}
@@ -229,7 +235,39 @@ def _save(out: Path, model, tokenizer, metrics: dict) -> None:
 
 def _read_metrics(path: Path) -> dict:
     file = Path(path) / "metrics.json"
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    return _read_json(file) if file.is_file() else {}
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{file}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{file}: expected a JSON object")
+    return value
+
+
+def _output_problem(path: Path) -> str | None:
+    """What is wrong with a cached stage output (a model folder and its metrics), or None."""
+    try:
+        modeling.check_model_dir(path)
+        _read_metrics(path)
+    except UsageError as error:
+        return str(error)
+    return None
+
+
+def _result_problem(path: Path) -> str | None:
+    """What is wrong with a cached evaluation (``result.json``), or None."""
+    try:
+        result = _read_json(Path(path) / "result.json")
+    except UsageError as error:
+        return str(error)
+    missing = [key for key in ("dev_scores", "mean") if key not in result]
+    return f"result.json lacks {', '.join(missing)}" if missing else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -251,7 +289,10 @@ def main(args: argparse.Namespace) -> int:
     result = run_trial(plan, progress=lambda message: log.info("%s", message))
     text = json.dumps(result, indent=2, sort_keys=True)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place: never half-written
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out)
     else:
         print(text)
     return 0
