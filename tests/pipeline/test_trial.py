@@ -149,3 +149,20 @@ def test_other_orders_reach_the_same_shape(order, second_teacher, plan_for):
     assert list(result["stage_keys"]) == list(order)
     assert result["config"] == {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 20, "vocab_size": 150}
     assert_hf_dir(result["model_dir"])
+
+
+def test_damaged_cache_entries_are_rebuilt(plan_for, caplog):
+    """A corrupt metrics.json or a truncated weight file in a complete entry: the trial rebuilds that
+    stage (a warning names it) instead of failing on it."""
+    plan = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=32))
+    first = run_trial(plan)
+    distilled = Path(plan.cache_dir) / first["stage_keys"]["distill"]
+    pruned = Path(plan.cache_dir) / first["stage_keys"]["prune"]
+    (distilled / "metrics.json").write_text('{"params": ')
+    weights = pruned / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    again = run_trial(plan)
+    assert again["cached"] == [] and again["stages"]["distill"]["steps"] == first["stages"]["distill"]["steps"]
+    assert_hf_dir(again["model_dir"])
+    warned = " ".join(r.message for r in caplog.records if "is damaged" in r.message)
+    assert "metrics.json" in warned and "model.safetensors: truncated" in warned
