@@ -20,6 +20,7 @@ from pipeline.config import AdaptConfig
 from pipeline.errors import UsageError
 from pipeline.families import family_of
 from pipeline.losses import mlm_loss
+from pipeline.modeldir import TOKENIZER_FILES
 from pipeline.training import TrainConfig, add_training_arguments, default_device, read_training_text, train_loop
 
 __all__ = ["adapt", "pretrain_from_scratch", "add_arguments", "main"]
@@ -84,7 +85,7 @@ def pretrain_from_scratch(
     if tokenizer is None:
         if not path.is_dir():
             raise UsageError(f"{config_or_dir}: a config.json path needs --tokenizer")
-        if not any((path / name).is_file() for name in modeling.TOKENIZER_FILES):
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
             raise UsageError(f"{config_or_dir}: no tokenizer in the directory; give --tokenizer")
         tokenizer = modeling.load_tokenizer(path)
     values.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)

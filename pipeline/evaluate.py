@@ -76,6 +76,7 @@ def evaluate_task(
     import torch
 
     from pipeline import modeling
+    from pipeline.modeldir import check_model_dir
 
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
@@ -83,7 +84,7 @@ def evaluate_task(
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
     started = time.perf_counter()
-    modeling.check_model_dir(model_dir)
+    check_model_dir(model_dir)
     config = modeling.load_config(model_dir)
     data = load_task(task, source)
     tokenizer = modeling.load_tokenizer(model_dir, vocab_size=config["vocab_size"])

@@ -24,6 +24,7 @@ from pipeline import modeling
 from pipeline.cache import cached, stage_key
 from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, TaskSource
 from pipeline.errors import UsageError
+from pipeline.modeldir import check_model_dir, read_json
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
 from pipeline.sizes import config_parameters
 
@@ -205,7 +206,7 @@ def _evaluate_all(model_dir: str, key: str, tasks: dict[str, TaskSource], evalua
 
         task_key = stage_key(key, "evaluate", {"task": task, "source": source, "evaluation": evaluation})
         path = cached(cache_dir, task_key, build, verify=_result_problem)
-        details[task] = _read_json(path / "result.json")
+        details[task] = read_json(path / "result.json")
     # Selection uses dev scores; test scores are reported beside them, never used to choose.
     scores = {task: statistics.fmean(details[task]["dev_scores"]) for task in details}
     test_scores = {task: details[task]["mean"] for task in details}
@@ -235,25 +236,13 @@ def _save(out: Path, model, tokenizer, metrics: dict) -> None:
 
 def _read_metrics(path: Path) -> dict:
     file = Path(path) / "metrics.json"
-    return _read_json(file) if file.is_file() else {}
-
-
-def _read_json(file: Path) -> dict:
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{file}: cannot read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{file}: expected a JSON object")
-    return value
+    return read_json(file) if file.is_file() else {}
 
 
 def _output_problem(path: Path) -> str | None:
     """What is wrong with a cached stage output (a model folder and its metrics), or None."""
     try:
-        modeling.check_model_dir(path)
+        check_model_dir(path)
         _read_metrics(path)
     except UsageError as error:
         return str(error)
@@ -263,7 +252,7 @@ def _output_problem(path: Path) -> str | None:
 def _result_problem(path: Path) -> str | None:
     """What is wrong with a cached evaluation (``result.json``), or None."""
     try:
-        result = _read_json(Path(path) / "result.json")
+        result = read_json(Path(path) / "result.json")
     except UsageError as error:
         return str(error)
     missing = [key for key in ("dev_scores", "mean") if key not in result]
