@@ -52,8 +52,16 @@ class _Texts:
 
 
 def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldout: CorpusSource,
-                    cache_dir: str, device: str | None = None) -> str:
-    """The (language-adapted) teacher's directory: adapted once per key, or ``model`` when adaptation is off."""
+                    cache_dir: str, device: str | None = None, *, trust_remote_code: bool = False,
+                    allow_pickle: bool = False) -> str:
+    """The (language-adapted) teacher's directory: adapted once per key, or ``model`` when adaptation is off.
+
+    With ``trust_remote_code`` or ``allow_pickle`` (a spec's opt-ins) the teacher is first read once with
+    that permission and kept in the cache as a plain safetensors copy without ``auto_map``, so every later
+    stage loads it with the safe defaults.
+    """
+    if trust_remote_code or allow_pickle:
+        model = _import_teacher(model, cache_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if not adapt.enabled:
         return str(model)
     key = stage_key(input_key(model), "adapt", {"adapt": adapt, "corpus": corpus, "heldout": heldout})
@@ -65,6 +73,22 @@ def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldou
         teacher, tokenizer = modeling.load(model)
         teacher, tokenizer, metrics = adapt_stage(teacher, tokenizer, texts.corpus, texts.heldout, adapt, device=device)
         _save(out, teacher, tokenizer, metrics)
+
+    return str(cached(cache_dir, key, build, verify=_output_problem))
+
+
+def _import_teacher(model: str, cache_dir: str, *, trust_remote_code: bool, allow_pickle: bool) -> str:
+    key = stage_key(input_key(model), "import", {"trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle})
+
+    def build(out: Path) -> None:
+        teacher, tokenizer = modeling.load(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        modeling.save(teacher, tokenizer, out)
+        for name in ("config.json", "tokenizer_config.json"):  # the copy must load without the folder's code
+            file = out / name
+            if file.is_file():
+                values = read_json(file)
+                if values.pop("auto_map", None) is not None:
+                    file.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     return str(cached(cache_dir, key, build, verify=_output_problem))
 

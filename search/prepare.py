@@ -77,7 +77,9 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
         logger.info("preparing the teacher %s", teacher)
         started = time.time()
         # device None: the pipeline takes CUDA where the driver's node has it (a head node may not).
-        teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
+        teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir,
+                                  trust_remote_code=spec.teacher.trust_remote_code,
+                                  allow_pickle=spec.teacher.allow_pickle)
         logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
                     ", ".join(spec.data.tasks) or "no tasks")
         if spec.data.tasks:

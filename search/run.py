@@ -59,9 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
             print(format_build_summary(spec, config, rows))
             return 0
-        from search.driver import run_search
+        from search.driver import resume_spec, run_search
 
-        return run_search(spec, resume=args.resume)
+        if args.resume:
+            spec = resume_spec(spec, args.spec, overrides)
+        return run_search(spec, resume=args.resume, spec_file=args.spec, overrides=overrides)
     except UsageError as error:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
