@@ -55,7 +55,8 @@ def writable_folder(folder: str | Path, field: str) -> Path:
     folder = Path(folder)
     for parent in (folder, *folder.parents):
         if parent.exists() and not parent.is_dir():
-            raise UsageError(f"{field}: {folder}: {parent} is a file, not a folder")
+            where = f"{folder}: {parent}" if parent != folder else f"{folder}"
+            raise UsageError(f"{field}: {where} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".lrl-write-check-"):

@@ -291,3 +291,144 @@ def test_unusual_files_evaluate_end_to_end(tmp_path, tiny_xlmr, capsys):
     assert pipeline_cli(evaluate(tiny_xlmr, folder, "topic", "--out", str(tmp_path / "o"))) == 0
     result = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert result["sizes"] == {"train": 3, "dev": 3, "test": 3} and 0 <= result["mean"] <= 1
+
+
+# ---------------------------------------------------------------------------- the search: store, folders, spec
+
+
+def make_read_only(path: Path) -> None:
+    """A folder or file nobody may write, root included (``chattr +i`` for root, ``chmod`` otherwise)."""
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def make_writable(path: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+    else:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    made = []
+
+    def make(path: Path) -> Path:
+        make_read_only(path)
+        made.append(path)
+        try:  # a filesystem without immutable files or permissions would make the case meaningless
+            if path.is_dir():
+                path.joinpath(".probe").touch()
+            else:
+                path.open("ab").close()
+        except OSError:
+            pass
+        else:
+            pytest.skip("cannot make a read-only folder here")
+        return path
+
+    yield make
+    for path in made:
+        make_writable(path)
+
+
+def _search_spec(tmp_path: Path, yaml_extra: str = "") -> Path:
+    from tests.search.fakes import write_spec
+
+    return write_spec(tmp_path, extra=yaml_extra)
+
+
+def _evil_teacher(tmp_path: Path, spec: Path) -> None:
+    teacher = tmp_path / "teacher"
+    (teacher / "evil.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w')\n")
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "evil.Evil"}}))
+
+
+def _after(*effects, then):
+    """``then``, once every effect (called for its side effect on the case's files) has run."""
+    for effect in effects:
+        effect()
+    return then
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _file(path: Path, content: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return path
+
+
+# id -> (tmp_path, spec, read_only) -> (argv after SPEC, expected text of the error line)
+SEARCH_CASES = {
+    "tracking folder read-only": lambda t, s, ro: (
+        _after(lambda: ro(_folder(t / "mlflow")), then=[]), f"mlflow.tracking_uri: {t / 'mlflow'}: cannot write there"),
+    "tracking database read-only": lambda t, s, ro: (
+        _after(lambda: ro(_file(t / "mlflow" / "mlflow.db", "")), then=[]), "mlflow.db: cannot write the database"),
+    "tracking folder under a file": lambda t, s, ro: (
+        _after(lambda: _file(t / "afile"), then=["--set", f"mlflow.tracking_uri=sqlite:///{t / 'afile' / 'mlflow.db'}"]),
+        f"mlflow.tracking_uri: {t / 'afile'} is a file, not a folder"),
+    "tracking server unreachable": lambda t, s, ro: (["--set", "mlflow.tracking_uri=http://127.0.0.1:9"],
+                                                     "mlflow.tracking_uri: http://127.0.0.1:9: no tracking server answers"),
+    "tracking uri unknown scheme": lambda t, s, ro: (["--set", "mlflow.tracking_uri=nosuch://store"],
+                                                     "mlflow.tracking_uri: nosuch://store: cannot open the tracking store"),
+    "artifact folder read-only": lambda t, s, ro: (
+        _after(lambda: ro(_folder(t / "art")), then=["--set", f"mlflow.artifact_location={t / 'art'}"]),
+        f"mlflow.artifact_location: {t / 'art'}: cannot write there"),
+    "storage folder read-only": lambda t, s, ro: (
+        _after(lambda: ro(_folder(t / "ray")), then=[]), f"search.storage_path: {t / 'ray'}: cannot write there"),
+    "cache folder under a file": lambda t, s, ro: (
+        _after(lambda: _file(t / "afile"), then=["--set", f"search.cache_dir={t / 'afile' / 'stages'}"]),
+        f"search.cache_dir: {t / 'afile' / 'stages'}: {t / 'afile'} is a file, not a folder"),
+    "spec with a python yaml tag": lambda t, s, ro: (
+        _after(lambda: s.write_text(s.read_text() + f"\nx: !!python/object/apply:os.system ['touch {t / 'RAN'}']\n"),
+               then=[]), "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
+    "teacher asking to run its code": lambda t, s, ro: (
+        _after(lambda: _evil_teacher(t, s), then=[]), f"teacher.model: {t / 'teacher' / 'config.json'}: auto_map asks to run"),
+    "teacher with pickled weights only": lambda t, s, ro: (
+        _after(lambda: _file(t / "teacher" / "pytorch_model.bin", "pickle"), then=[]),
+        f"teacher.model: {t / 'teacher'}: holds only pickled weights (pytorch_model.bin)"),
+    "stage setting out of range": lambda t, s, ro: (["--set", "distill.batch_size=0"],
+                                                   "distill: batch_size must be at least 1, got 0 (from --set"),
+    "resume with a changed spec": lambda t, s, ro: (
+        _after(lambda: _stored_search(s, "search.num_samples=3"), then=["--resume", "--set", "space.ffn=[16]"]),
+        "--resume: the last search of this spec file"),
+}
+
+
+def _stored_search(spec_file: Path, *overrides: str) -> None:
+    """What a search started from ``spec_file`` with ``overrides`` leaves behind for a resume to find."""
+    from search.driver import experiment_name, record_search
+    from search.spec import load_spec
+
+    spec = load_spec(spec_file, overrides)
+    storage = Path(spec.search.storage_path)
+    record_search(storage / experiment_name(spec, storage, resume=False), spec, str(spec_file), overrides)
+
+
+@pytest.mark.parametrize("case", SEARCH_CASES, ids=list(SEARCH_CASES))
+def test_search_bad_input(case, tmp_path, read_only, capsys, monkeypatch):
+    from search.run import main as search_cli
+
+    monkeypatch.setenv("LRL_TRIAL_FN", "tests.search.fakes:fake_trial")
+    spec = _search_spec(tmp_path)
+    extra, expected = SEARCH_CASES[case](tmp_path, spec, read_only)
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    code = search_cli([str(spec), *extra])
+    _, err = capsys.readouterr()
+    assert_one_line_exit_2(code, err, expected)
+    assert not (tmp_path / "RAN").exists(), "code from the input ran"
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert written == set(), f"files written before the search stopped: {sorted(map(str, written))}"
