@@ -5,7 +5,9 @@ XLM-R; ``[PAD]`` stays 0 for BERT). Word embeddings, the tied decoder and the de
 re-indexed, and the tokenizer is rebuilt from the kept pieces: a Unigram tokenizer keeps their scores,
 a WordPiece tokenizer gets the smaller vocabulary. Both segmenters can only choose among kept pieces,
 and a segmentation made of kept pieces stays optimal (Unigram) or greedy-longest (WordPiece) under
-the subset, so text whose pieces were all kept gets the same pieces and the same logits.
+the subset, so text whose pieces were all kept gets the same pieces and the same logits. Tokens added
+on top of the segmentation model (``add_tokens``, extra special tokens, an XLM-R ``<mask>`` outside the
+Unigram vocabulary) are always kept and added again after the kept pieces, with their flags.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ search's parent run (`search.tracking`), and runs the trials (`search.tuner`). T
 search's state: a `TrialBook` holds one plain record per trial and recomputes the front with
 `search.pareto.pareto_front` after each one, and the tracker is told only what changed. ``--resume``
 reads the records back from MLflow once and restores the Tune experiment (searcher state included);
-a trial already logged is never logged again.
+a trial already logged is never logged again. Each search keeps the spec it started with, its file and
+its ``--set`` in ``lrl-search.json`` beside Ray's state, so that `resume_spec` finds it again without
+the original ``--set``. Before the teacher is prepared, the folders, the tracking store and (on a
+cluster) every node's view of the folders are checked; each problem is one line.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = ["MARKER_PREFIX", "check_writable", "input_paths", "remove_markers", "
            "writable_folder", "write_markers"]
 
 MARKER_PREFIX = ".lrl-node-check-"
+_EXAMPLE_NAMES = {"search.storage_path": "ray", "search.cache_dir": "stages", "search.synthetic_dir": "synthetic"}
 
 
 def search_folders(spec: Spec) -> dict[str, str]:
@@ -95,7 +96,7 @@ def unshared_message(node: str, folders: Mapping[str, str], unseen_folders: list
     parts = []
     if unseen_folders:
         shown = ", ".join(f"{field} ({folders[field]})" for field in unseen_folders)
-        example = " ".join(f"--set {field}=/shared/lrl/{field.rsplit('.', 1)[-1]}" for field in unseen_folders)
+        example = " ".join(f"--set {field}=/shared/lrl/{_EXAMPLE_NAMES.get(field, 'data')}" for field in unseen_folders)
         parts.append(f"{shown}: not the driver's folder on node {node}; set it to a folder every node sees, "
                      f"e.g. {example}")
     if missing_inputs:

@@ -290,7 +290,8 @@ class SearchSettings(_Section):
     ``storage_path`` (Ray's experiment state, default ``<repo>/.cache/ray``), ``cache_dir`` (stage
     outputs shared by trials, default ``<repo>/.cache/stages``) and ``synthetic_dir`` (where
     ``synthetic:`` languages and their teachers are built once, default ``$LRL_SYNTHETIC_ROOT`` or
-    ``<repo>/.cache/synthetic``). On a multi-node cluster all three must be on storage every node sees.
+    ``<repo>/.cache/synthetic``); ``<repo>`` is `default_home`. On a multi-node cluster all three must
+    be on storage every node sees (`search.folders` checks this before any trial).
     """
 
     sampler: Literal["nsga2", "tpe"] = "nsga2"
