@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.errors import UsageError
+from pipeline.errors import OneLineParser, UsageError
 
 COMMANDS = {
     "adapt": ("pipeline.adapt", "continued MLM training of a teacher, or pretraining from scratch"),
@@ -58,15 +58,8 @@ def check_out(command: str, out: str | None) -> None:
         raise UsageError(f"--out {out}: the folder exists and is not empty; give a new folder or remove this one")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the house's error format: one line, exit code 2 (usage stays under ``--help``)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}\n")
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

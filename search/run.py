@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline.errors import UsageError
+from pipeline.errors import OneLineParser, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m search.run",
         description="Search the compressions of a multilingual encoder that a YAML spec describes.",
     )

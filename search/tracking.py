@@ -102,8 +102,9 @@ def check_store(tracking_uri: str, artifact_location: str | None = None) -> None
                     pass
             except OSError as error:
                 raise UsageError(f"mlflow.tracking_uri: {db}: cannot write the database ({error.strerror or error})") from None
-    elif tracking_uri.startswith(("http://", "https://")):
-        url = urlparse(tracking_uri)
+    elif tracking_uri.startswith(("http://", "https://")) and not any(
+            os.environ.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")):
+        url = urlparse(tracking_uri)  # behind a proxy a direct connection proves nothing: MLflow decides
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             socket.create_connection((url.hostname or "", port), timeout=5).close()

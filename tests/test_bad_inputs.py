@@ -402,6 +402,7 @@ SEARCH_CASES = {
         f"teacher.model: {t / 'teacher'}: holds only pickled weights (pytorch_model.bin)"),
     "stage setting out of range": lambda t, s, ro: (["--set", "distill.batch_size=0"],
                                                    "distill: batch_size must be at least 1, got 0 (from --set"),
+    "unknown option": lambda t, s, ro: (["--dry-rnu"], "python -m search.run: unrecognized arguments: --dry-rnu"),
     "resume with a changed spec": lambda t, s, ro: (
         _after(lambda: _stored_search(s, "search.num_samples=3"), then=["--resume", "--set", "space.ffn=[16]"]),
         "--resume: the last search of this spec file"),
@@ -426,7 +427,10 @@ def test_search_bad_input(case, tmp_path, read_only, capsys, monkeypatch):
     spec = _search_spec(tmp_path)
     extra, expected = SEARCH_CASES[case](tmp_path, spec, read_only)
     before = {p for p in tmp_path.rglob("*") if p.is_file()}
-    code = search_cli([str(spec), *extra])
+    try:
+        code = search_cli([str(spec), *extra])
+    except SystemExit as exit_:  # argparse's errors exit, as they do in a real process
+        code = exit_.code
     _, err = capsys.readouterr()
     assert_one_line_exit_2(code, err, expected)
     assert not (tmp_path / "RAN").exists(), "code from the input ran"
