@@ -84,7 +84,8 @@ def evaluate_task(
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
     started = time.perf_counter()
-    check_model_dir(model_dir)
+    if Path(model_dir).expanduser().is_dir():  # a hub id (a teacher used as it is) is checked as it loads
+        check_model_dir(model_dir)
     config = modeling.load_config(model_dir)
     data = load_task(task, source)
     tokenizer = modeling.load_tokenizer(model_dir, vocab_size=config["vocab_size"])
