@@ -130,7 +130,9 @@ def load(name_or_dir: str | Path, *, trust_remote_code: bool = False,
                                                           allow_pickle=allow_pickle))
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise UsageError(f"{name}: cannot load model or tokenizer ({_first_line(error)})") from None
+        hint = ("; only safetensors weights are read (a spec can opt in with teacher.allow_pickle: true)"
+                if not allow_pickle and "safetensors" in str(error) else "")
+        raise UsageError(f"{name}: cannot load model or tokenizer ({_first_line(error)}){hint}") from None
     missing = [key for key in info.get("missing_keys", ()) if not key.endswith("position_ids")]
     if missing:
         raise UsageError(f"{name}: {len(missing)} weights of {type(model).__name__} are not in the checkpoint "
