@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
-from pipeline.errors import UsageError
+from pipeline.errors import OneLineParser, UsageError
 from pipeline.logs import setup_logging
 
 COMMANDS = {
@@ -27,8 +28,40 @@ COMMANDS = {
 }
 
 
+# What each command's --out names: a new model folder, a folder it writes into, or a file.
+_OUT_KINDS = {"adapt": "model", "distill": "model", "prune": "model", "truncate": "model", "trim-vocab": "model",
+              "evaluate": "folder", "synthetic": "folder", "trial": "file"}
+
+
+def check_out(command: str, out: str | None) -> None:
+    """Refuse an ``--out`` the command could not write, or would write over, before any work starts.
+
+    A model folder must be new (or empty): a command never writes into, or over, a folder that holds
+    files already. A folder output must not be a file, a file output not a folder, and no parent of
+    either may be a file.
+
+    Raises:
+        UsageError: naming ``--out`` and the problem.
+    """
+    if out is None:
+        return
+    path = Path(out).expanduser()
+    kind = _OUT_KINDS.get(command, "folder")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is a file, not a folder")
+    if kind == "file":
+        if path.is_dir():
+            raise UsageError(f"--out {out}: is a folder; give a file name")
+        return
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: is an existing file; give a folder")
+    if kind == "model" and path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"--out {out}: the folder exists and is not empty; give a new folder or remove this one")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -47,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     module = importlib.import_module(args._module)
     try:
+        check_out(args.command, getattr(args, "out", None))
         return int(module.main(args) or 0)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

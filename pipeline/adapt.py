@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForMaskedLM
 
 from pipeline import modeling
 from pipeline.config import AdaptConfig
 from pipeline.errors import UsageError
 from pipeline.families import family_of
+from pipeline.modeldir import TOKENIZER_FILES
 from pipeline.training import TrainConfig, add_training_arguments, default_device, read_training_text, train_loop
 
 __all__ = ["adapt", "masked_lm_loss", "pretrain_from_scratch", "add_arguments", "main"]
@@ -90,10 +91,9 @@ def pretrain_from_scratch(
     if tokenizer is None:
         if not path.is_dir():
             raise UsageError(f"{config_or_dir}: a config.json path needs --tokenizer")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError):
-            raise UsageError(f"{config_or_dir}: no tokenizer in the directory; give --tokenizer") from None
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise UsageError(f"{config_or_dir}: no tokenizer in the directory; give --tokenizer")
+        tokenizer = modeling.load_tokenizer(path)
     values.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     if values["hidden_size"] % values["num_attention_heads"]:
         raise UsageError(
@@ -155,6 +155,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         model, tokenizer = modeling.load(args.model)
         model, tokenizer, metrics = adapt(model, tokenizer, texts, heldout, cfg, device=device)
-    modeling.save(model, tokenizer, args.out)
-    modeling.write_metrics(args.out, metrics)
+    modeling.save_output(args.out, model, tokenizer, metrics)
     return 0

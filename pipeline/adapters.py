@@ -158,10 +158,12 @@ def build_task_model(
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    from pipeline.modeling import safe_kwargs
+
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused MLM head weights are expected, not news
     try:
-        encoder = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
+        encoder = AutoModel.from_pretrained(model_dir, add_pooling_layer=False, **safe_kwargs())
     finally:
         hf_logging.set_verbosity(verbosity)
     if method == "adapter":

@@ -52,28 +52,42 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / COMPLETE).is_file()
 
 
-def cached(cache_dir: str | Path, key: str, build: Callable[[Path], None]) -> Path:
-    """``cache_dir/key``, built once by ``build(tmp_dir)`` if it is not complete yet.
+def cached(cache_dir: str | Path, key: str, build: Callable[[Path], None],
+           verify: Callable[[Path], str | None] | None = None) -> Path:
+    """``cache_dir/key``, built once by ``build(tmp_dir)`` if it is not complete and sound yet.
+
+    A build killed half-way (SIGKILL, a lost node) leaves only its private ``.<key>.tmp-<pid>`` folder;
+    the next build of the key removes such leftovers under the lock. A complete entry that ``verify``
+    finds damaged (a corrupt ``metrics.json``, a truncated weight file) is removed and built again,
+    with a warning that names it.
 
     Args:
         cache_dir: the cache folder (created if missing).
         key: e.g. from `stage_key`.
         build: writes the output (an HF directory, a JSON file ...) into the folder it is given.
+        verify: returns what is wrong with a complete entry, or None when it is sound.
 
     Returns:
         the complete folder.
     """
     cache_dir = Path(cache_dir)
     final = cache_dir / key
-    if is_complete(final):
+    if is_complete(final) and (verify is None or verify(final) is None):
         log.debug("cache hit %s", key)
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / f".{key}.lock")):
-        if is_complete(final):  # another process built it while we waited
-            return final
+        # Holding the lock, nobody else is building this key: a tmp folder left here was killed.
+        for stale in cache_dir.glob(f".{key}.tmp-*"):
+            log.warning("removing %s, left by a build that was killed", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        if is_complete(final):  # another process built it while we waited, or it is damaged
+            problem = verify(final) if verify is not None else None
+            if problem is None:
+                return final
+            log.warning("cache entry %s is damaged (%s); building it again", final, problem)
+            shutil.rmtree(final)
         tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             build(tmp)

@@ -14,8 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.errors import UsageError
+
 __all__ = [
     "STAGES",
+    "ConfigError",
     "TASKS",
     "AdaptConfig",
     "Candidate",
@@ -33,6 +36,26 @@ __all__ = [
 
 # Pydantic reads this attribute on stdlib dataclasses; a plain dict keeps pydantic optional here.
 _STRICT = {"extra": "forbid"}
+
+
+class ConfigError(UsageError, ValueError):
+    """A stage setting out of range. A `UsageError` on the command line (one line, exit 2); a
+    ``ValueError``, so a spec's validation reports it under the section's name with every other problem."""
+
+
+def _require(config, *, at_least: dict[str, float] | None = None, positive: tuple[str, ...] = (),
+             fraction: tuple[str, ...] = ()) -> None:
+    """Raise `ConfigError` for the first field of ``config`` outside its range (None passes)."""
+    for name, minimum in (at_least or {}).items():
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in fraction:
+        if not 0 <= getattr(config, name) <= 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {getattr(config, name)}")
 
 STAGES = ("distill", "prune", "truncate", "trim_vocab")
 TASKS = ("sentiment", "topic", "ner", "pos")
@@ -61,6 +84,10 @@ class AdaptConfig:
     bf16: bool = True
     pack: bool = False  # rows of max_length tokens cut from the joined text: no padding, nothing truncated
 
+    def __post_init__(self):
+        _require(self, at_least={"steps": 0, "batch_size": 1, "max_length": 4, "warmup_steps": 0, "eval_every": 1},
+                 positive=("lr",), fraction=("mlm_probability",))
+
 
 @dataclass(frozen=True)
 class ScratchConfig:
@@ -80,6 +107,10 @@ class ScratchConfig:
     num_attention_heads: int = 4
     intermediate_size: int = 1_024
     max_length: int = 128
+
+    def __post_init__(self):
+        _require(self, at_least={"vocab_size": 16, "num_hidden_layers": 1, "hidden_size": 4, "num_attention_heads": 1,
+                                 "intermediate_size": 1, "max_length": 4})
 
 
 @dataclass(frozen=True)
@@ -112,6 +143,11 @@ class DistillConfig:
     bf16: bool = True
     pack: bool = False  # rows of max_length tokens cut from the joined text: no padding, nothing truncated
 
+    def __post_init__(self):
+        _require(self, at_least={"steps": 0, "batch_size": 1, "grad_accum": 1, "max_length": 4, "warmup_steps": 0,
+                                 "eval_every": 1, "grad_clip": 0, "weight_decay": 0},
+                 positive=("lr", "epochs", "temperature"), fraction=("alpha", "mlm_probability"))
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -125,6 +161,9 @@ class PruneConfig:
     max_length: int = 512
     max_batches: int | None = None
     seed: int = 0
+
+    def __post_init__(self):
+        _require(self, at_least={"batch_size": 1, "max_length": 4, "max_batches": 1})
 
 
 @dataclass(frozen=True)
@@ -151,6 +190,9 @@ class TrimVocabConfig:
     min_count: int = 2
     counting: Literal["frequency", "document"] = "frequency"
 
+    def __post_init__(self):
+        _require(self, at_least={"min_count": 1})
+
 
 @dataclass(frozen=True)
 class TaskTraining:
@@ -170,6 +212,10 @@ class TaskTraining:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
 
+    def __post_init__(self):
+        _require(self, at_least={"epochs": 1, "batch_size": 1, "max_length": 4, "reduction_factor": 1,
+                                 "max_train_examples": 1, "max_eval_examples": 1}, positive=("lr",))
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -188,6 +234,10 @@ class EvalConfig:
     pos: TaskTraining = field(
         default_factory=lambda: TaskTraining(lr=3e-4, epochs=100, batch_size=64, select="best_dev")
     )
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config import CorpusSource
 from pipeline.errors import UsageError
+from pipeline.textfile import lines
 
 __all__ = ["read_corpus", "read_parseme", "split_heldout"]
 
@@ -68,9 +69,15 @@ def split_heldout(texts: list[str], fraction: float = 0.05, max_lines: int = 100
 
 
 def read_parseme(path: Path) -> list[str]:
-    """Sentences of a PARSEME-TSV file: tokens joined by a space unless column 3 says ``nsp``."""
+    """Sentences of a PARSEME-TSV file: tokens joined by a space unless column 3 says ``nsp``.
+
+    Raises:
+        UsageError: naming the file and line of a line without a token column, or of bytes that are
+            not UTF-8 text (`pipeline.textfile.lines`).
+    """
     sentences, words = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in lines(path):
+        line = line.rstrip("\r\n")
         if not line.strip():
             if words:
                 sentences.append("".join(words).strip())
@@ -80,7 +87,7 @@ def read_parseme(path: Path) -> list[str]:
             continue
         cols = line.split("\t")
         if len(cols) < 2:
-            raise UsageError(f"{path}: not PARSEME-TSV (line {line[:40]!r} has no token column)")
+            raise UsageError(f"{path}:{number}: not PARSEME-TSV (line {line[:40]!r} has no token column)")
         words.append(cols[1] + ("" if len(cols) > 2 and cols[2] == "nsp" else " "))
     if words:
         sentences.append("".join(words).strip())
@@ -96,30 +103,28 @@ def _folder_files(path: Path) -> list[Path]:
 
 def _read_file(path: Path, source: CorpusSource) -> list[str]:
     fmt = source.format if source.format != "auto" else _SUFFIXES.get(path.suffix, "text")
+    if fmt == "text":
+        return [line.rstrip("\r\n") for _, line in lines(path)]
+    if fmt == "parseme":
+        return read_parseme(path)
+    if fmt == "jsonl":
+        return [_json_text(line, path, number, source.text_column) for number, line in lines(path) if line.strip()]
+    rows = csv.DictReader((line for _, line in lines(path)), delimiter="\t" if fmt == "tsv" else ",")
     try:
-        if fmt == "text":
-            return path.read_text(encoding="utf-8").splitlines()
-        if fmt == "parseme":
-            return read_parseme(path)
-        if fmt == "jsonl":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [_json_text(line, path, source.text_column) for line in lines if line.strip()]
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
-            if rows.fieldnames is None or source.text_column not in rows.fieldnames:
-                raise UsageError(f"{path}: no column {source.text_column!r} (columns: {rows.fieldnames})")
-            return [row[source.text_column] or "" for row in rows]
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
+        if rows.fieldnames is None or source.text_column not in rows.fieldnames:
+            raise UsageError(f"{path}:1: no column {source.text_column!r} (columns: {rows.fieldnames})")
+        return [row[source.text_column] or "" for row in rows]
+    except csv.Error as error:
+        raise UsageError(f"{path}:{rows.line_num}: {error}") from None
 
 
-def _json_text(line: str, path: Path, column: str) -> str:
+def _json_text(line: str, path: Path, number: int, column: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise UsageError(f"{path}: invalid JSON line ({error.msg})") from None
+        raise UsageError(f"{path}:{number}: invalid JSON line ({error.msg})") from None
     if not isinstance(record, dict) or column not in record:
-        raise UsageError(f"{path}: JSON line without key {column!r}")
+        raise UsageError(f"{path}:{number}: JSON line without key {column!r}")
     return str(record[column])
 
 

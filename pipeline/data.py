@@ -44,6 +44,7 @@ from pathlib import Path
 
 from pipeline.config import CorpusSource, TaskSource
 from pipeline.errors import UsageError
+from pipeline.textfile import lines
 
 __all__ = [
     "CLASSIFICATION_TASKS", "TOKEN_TASKS", "Split", "TaskData", "hub_options", "load_hub_dataset", "load_task",
@@ -213,12 +214,13 @@ def _load_folder(task: str, kind: str, source: TaskSource) -> tuple[dict[str, Sp
 def _file_columns(path: Path, fmt: str, task: str, source: TaskSource) -> str:
     """Which columns of ``path`` the reader takes, said the way a person would check them."""
     if fmt == "conllu":
-        return f"{fmt}: token column {_column_index(source.token_column, 1)}, tag column {_column_index(source.tag_column, 3)}"
+        return (f"{fmt}: token column {_column_index(source.token_column, 1, 'token_column', 10)}, "
+                f"tag column {_column_index(source.tag_column, 3, 'tag_column', 10)}")
     if fmt == "conll":
         token = source.token_column if source.token_column is not None else "first (after an index column)"
         return f"{fmt}: token column {token}, tag column {source.tag_column if source.tag_column is not None else 'last'}"
     if fmt == "jsonl":
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             first = next((line for line in handle if line.strip()), "{}")
         keys = list(json.loads(first)) if first.strip().startswith("{") else []
         return f"{fmt}: {_record_columns(keys, task_kind(task), task, source)}"
@@ -250,59 +252,63 @@ def _file_format(path: Path, kind: str, fmt: str) -> str:
     return fmt
 
 
-def _column_index(value: str | None, default: int) -> int:
+def _column_index(value: str | None, default: int, field: str, width: int | None = None) -> int:
     if value is None:
         return default
     try:
-        return int(value)
+        index = int(value)
     except ValueError:
-        raise UsageError(f"column {value!r} must be a 0-based index for this format") from None
+        raise UsageError(f"{field} {value!r} must be a 0-based index for this format") from None
+    if width is not None and not -width <= index < width:
+        raise UsageError(f"{field} {value!r}: the format has {width} columns (0 to {width - 1})")
+    return index
 
 
 def _read_conllu(path: Path, task: str, source: TaskSource) -> Iterator[tuple[list[str], list[str]]]:
-    token_col = _column_index(source.token_column, 1)
-    tag_col = _column_index(source.tag_column, 3)
+    token_col = _column_index(source.token_column, 1, "token_column", 10)
+    tag_col = _column_index(source.tag_column, 3, "tag_column", 10)
     tokens: list[str] = []
     tags: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                if tokens:
-                    yield tokens, tags
-                    tokens, tags = [], []
-                continue
-            if line.startswith("#"):
-                continue
-            cols = line.split("\t")
-            if len(cols) != 10:
-                raise UsageError(f"{path}:{number}: CoNLL-U line has {len(cols)} tab-separated columns, expected 10")
-            if "-" in cols[0] or "." in cols[0]:
-                continue  # multiword-token range or empty node
-            if not cols[0].isdigit():
-                raise UsageError(f"{path}:{number}: CoNLL-U ID {cols[0]!r} is not an integer")
-            tokens.append(cols[token_col])
-            tags.append(cols[tag_col])
+    for number, line in lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            if tokens:
+                yield tokens, tags
+                tokens, tags = [], []
+            continue
+        if line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) != 10:
+            raise UsageError(f"{path}:{number}: CoNLL-U line has {len(cols)} tab-separated columns, expected 10")
+        if "-" in cols[0] or "." in cols[0]:
+            continue  # multiword-token range or empty node
+        if not cols[0].isdigit():
+            raise UsageError(f"{path}:{number}: CoNLL-U ID {cols[0]!r} is not an integer")
+        if cols[tag_col] in ("", "_"):
+            raise UsageError(f"{path}:{number}: token {cols[token_col]!r} has no tag (column {tag_col + 1} is "
+                             f"{cols[tag_col]!r}); every word of a {task} file needs one")
+        tokens.append(cols[token_col])
+        tags.append(cols[tag_col])
     if tokens:
         yield tokens, tags
 
 
 def _read_conll(path: Path, task: str, source: TaskSource) -> Iterator[tuple[list[str], list[str]]]:
     rows: list[tuple[int, list[str]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if line.startswith("#"):
-                continue
-            if not line:
-                if rows:
-                    yield _conll_sentence(path, rows, source)
-                    rows = []
-                continue
-            cols = line.split("\t") if "\t" in line else line.split()
-            if cols[0] == "-DOCSTART-":
-                continue
-            rows.append((number, [c.strip() for c in cols]))
+    for number, line in lines(path):
+        line = line.strip()
+        if line.startswith("#"):
+            continue
+        if not line:
+            if rows:
+                yield _conll_sentence(path, rows, source)
+                rows = []
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        if cols[0] == "-DOCSTART-":
+            continue
+        rows.append((number, [c.strip() for c in cols]))
     if rows:
         yield _conll_sentence(path, rows, source)
 
@@ -310,8 +316,8 @@ def _read_conll(path: Path, task: str, source: TaskSource) -> Iterator[tuple[lis
 def _conll_sentence(path: Path, rows: list[tuple[int, list[str]]], source: TaskSource):
     # A leading index column counts 1, 2, 3 ... in every sentence; the default token column skips it.
     indexed = len(rows[0][1]) > 2 and all(cols[0] == str(i) for i, (_, cols) in enumerate(rows, 1))
-    token_col = _column_index(source.token_column, 1 if indexed else 0)
-    tag_col = _column_index(source.tag_column, -1)
+    token_col = _column_index(source.token_column, 1 if indexed else 0, "token_column")
+    tag_col = _column_index(source.tag_column, -1, "tag_column")
     tokens, tags = [], []
     for number, cols in rows:
         try:
@@ -338,43 +344,46 @@ def _pick(names: list[str], wanted: str | None, candidates: tuple[str, ...]) -> 
 
 
 def _read_delimited(path: Path, task: str, source: TaskSource, delimiter: str) -> Iterator[tuple[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        start = 1
-        text_at = label_at = None
-        first = True
-        try:
-            for row in reader:
-                number, start = start, reader.line_num + 1
-                if not row or all(not cell.strip() for cell in row):
+    reader = csv.reader((line for _, line in lines(path)), delimiter=delimiter)
+    start = 1
+    text_at = label_at = width = None
+    try:
+        for row in reader:
+            number, start = start, reader.line_num + 1
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if width is None:
+                width = len(row)
+                text_at, label_at, is_header = _csv_columns(path, row, source)
+                if is_header:
                     continue
-                if first:
-                    first = False
-                    text_at, label_at, is_header = _csv_columns(path, row, source)
-                    if is_header:
-                        continue
-                try:
-                    text, label = row[text_at], row[label_at].strip()
-                except IndexError:
-                    raise UsageError(
-                        f"{path}:{number}: row has {len(row)} field(s); text column {text_at} and label "
-                        f"column {label_at} are needed"
-                    ) from None
-                if not label:
-                    raise UsageError(f"{path}:{number}: empty label")
-                yield text, label
-        except csv.Error as error:
-            raise UsageError(f"{path}:{reader.line_num}: {error}") from None
+            elif len(row) != width:
+                raise UsageError(
+                    f"{path}:{number}: row has {len(row)} field(s) where the first row has {width}; quote fields "
+                    f"that hold the delimiter {delimiter!r}"
+                )
+            try:
+                text, label = row[text_at], row[label_at].strip()
+            except IndexError:
+                raise UsageError(
+                    f"{path}:{number}: row has {len(row)} field(s); text column {text_at} and label "
+                    f"column {label_at} are needed"
+                ) from None
+            if not label:
+                raise UsageError(f"{path}:{number}: empty label")
+            yield text, label
+    except csv.Error as error:
+        raise UsageError(f"{path}:{reader.line_num}: {error}") from None
 
 
 def _csv_columns(path: Path, row: list[str], source: TaskSource) -> tuple[int, int, bool]:
     """Column indices of text and label, and whether ``row`` is a header."""
     named = [c for c in (source.text_column, source.label_column) if c is not None and not _is_int(c)]
     if source.header is None:
-        if named:
-            is_header = all(_pick(row, name, ()) is not None for name in named)
-        else:
-            is_header = _pick(row, None, _TEXT_NAMES) is not None and _pick(row, None, _LABEL_NAMES) is not None
+        # A header names the columns asked for, or has a text-like and a label-like name (then a name
+        # asked for that it lacks is a typo, reported with the names it has).
+        is_header = (_pick(row, None, _TEXT_NAMES) is not None and _pick(row, None, _LABEL_NAMES) is not None) or (
+            bool(named) and any(_pick(row, name, ()) is not None for name in named))
     else:
         is_header = source.header
     if named and not is_header:
@@ -391,10 +400,15 @@ def _csv_columns(path: Path, row: list[str], source: TaskSource) -> tuple[int, i
             if name is not None:
                 return row.index(name)
             if wanted is not None:
-                raise UsageError(f"{path}:1: no column named {wanted!r} in header {row}")
+                raise UsageError(f"{path}:1: no column named {wanted!r}; the header has {', '.join(map(repr, row))}")
         return default
 
-    return index(source.text_column, _TEXT_NAMES, -1), index(source.label_column, _LABEL_NAMES, -2), is_header
+    text_at, label_at = index(source.text_column, _TEXT_NAMES, -1), index(source.label_column, _LABEL_NAMES, -2)
+    for field, at in (("text_column", text_at), ("label_column", label_at)):
+        if not -len(row) <= at < len(row):
+            shown = f" ({', '.join(row)})" if is_header else ""
+            raise UsageError(f"{path}:1: {field} {at} is out of range: the file has {len(row)} column(s){shown}")
+    return text_at, label_at, is_header
 
 
 def _is_int(value: str) -> bool:
@@ -411,20 +425,19 @@ def _read_tsv(path: Path, task: str, source: TaskSource):
 
 def _read_jsonl(path: Path, task: str, source: TaskSource) -> Iterator[tuple]:
     kind = task_kind(task)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise UsageError(f"{path}:{number}: expected a JSON object")
-            try:
-                yield _record_example(record, kind, task, source)
-            except (KeyError, TypeError, ValueError) as error:
-                raise UsageError(f"{path}:{number}: {error}") from None
+    for number, line in lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}:{number}: expected a JSON object")
+        try:
+            yield _record_example(record, kind, task, source)
+        except (KeyError, TypeError, ValueError) as error:
+            raise UsageError(f"{path}:{number}: {error}") from None
 
 
 def _record_example(record: dict, kind: str, task: str, source: TaskSource, names: dict | None = None):

@@ -196,6 +196,5 @@ def main(args: argparse.Namespace) -> int:
     texts, heldout = read_training_text(args)
     device = default_device(args.device)
     student, tokenizer, metrics = distill(student, teacher, tokenizer, texts, heldout, cfg, device=device)
-    modeling.save(student, tokenizer, args.out)
-    modeling.write_metrics(args.out, {**metrics, **extra})
+    modeling.save_output(args.out, student, tokenizer, {**metrics, **extra})
     return 0

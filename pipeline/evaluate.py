@@ -75,7 +75,9 @@ def evaluate_task(
         UsageError: bad data or a model directory that does not load.
     """
     import torch
-    from transformers import AutoTokenizer
+
+    from pipeline import modeling
+    from pipeline.modeldir import check_model_dir
 
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
@@ -84,13 +86,13 @@ def evaluate_task(
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
     started = time.perf_counter()
+    if Path(model_dir).expanduser().is_dir():  # a hub id (a teacher used as it is) is checked as it loads
+        check_model_dir(model_dir)
+    config = modeling.load_config(model_dir)
     data = load_task(task, source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{model_dir}: cannot load a tokenizer ({str(error).splitlines()[0]})") from None
+    tokenizer = modeling.load_tokenizer(model_dir, vocab_size=config["vocab_size"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    max_length = _max_length(model_dir, training.max_length)
+    max_length = min(training.max_length, max_positions(config))
     splits = {
         "train": data.train.head(training.max_train_examples),
         "dev": data.dev.head(training.max_eval_examples),
@@ -137,13 +139,6 @@ def _report(progress: Callable[[str], None] | None, message: str) -> None:
     log.info("%s", message)
     if progress is not None:
         progress(message)
-
-
-def _max_length(model_dir: str, wanted: int) -> int:
-    """``wanted`` capped at what the model's position embeddings allow."""
-    from transformers import AutoConfig
-
-    return min(wanted, max_positions(AutoConfig.from_pretrained(model_dir)))
 
 
 def _most_frequent(data: TaskData) -> str:

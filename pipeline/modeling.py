@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from pipeline.errors import UsageError
 from pipeline.families import family_of
+from pipeline.modeldir import TOKENIZER_FILES, check_model_dir, check_tokenizer, read_json
 
 __all__ = [
     "base_model",
@@ -31,12 +35,15 @@ __all__ = [
     "load_config",
     "load_tokenizer",
     "rebuild",
+    "safe_kwargs",
     "save",
+    "save_output",
     "select",
     "write_metrics",
 ]
 
 log = logging.getLogger(__name__)
+
 
 
 def family(model: PreTrainedModel) -> str:
@@ -67,54 +74,93 @@ def lm_head(model: PreTrainedModel) -> nn.Module:
     return head
 
 
-def load_config(name_or_dir: str) -> dict:
-    """The ``config.json`` of a local directory or hub id, as a dict.
+def safe_kwargs(*, trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:
+    """Keyword arguments of every ``from_pretrained`` call: safetensors only and no code from the folder,
+    unless a spec opts in (``teacher.allow_pickle``, ``teacher.trust_remote_code``)."""
+    return {"trust_remote_code": trust_remote_code, "use_safetensors": None if allow_pickle else True}
+
+
+def load_config(name_or_dir: str, *, trust_remote_code: bool = False) -> dict:
+    """The ``config.json`` of a local directory or hub id, as a dict (defaults filled in).
 
     Raises:
-        UsageError: when the model cannot be found.
+        UsageError: when the model cannot be found or its config is unusable.
     """
     name = str(name_or_dir)
     path = Path(name).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise UsageError(f"{name}: directory has no config.json (not a Hugging Face model directory)")
-    if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
-        raise UsageError(f"{name}: model directory not found")
+    if path.is_dir():
+        config = read_json(path / "config.json", "directory has no config.json (not a Hugging Face model directory)")
+        try:
+            family_of(config)
+        except ValueError as error:
+            raise UsageError(f"{path / 'config.json'}: {error}") from None
+    elif path.exists() or path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+        raise UsageError(f"{name}: {'not a directory' if path.exists() else 'model directory not found'}")
     try:
-        return AutoConfig.from_pretrained(name).to_dict()
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code).to_dict()
     except (OSError, ValueError) as error:
         raise UsageError(f"{name_or_dir}: not a model directory or hub id ({_first_line(error)})") from None
 
 
-def load(name_or_dir: str | Path) -> tuple[PreTrainedModel, object]:
-    """Load ``AutoModelForMaskedLM`` and ``AutoTokenizer`` from a directory or hub id.
+def load(name_or_dir: str | Path, *, trust_remote_code: bool = False,
+         allow_pickle: bool = False) -> tuple[PreTrainedModel, object]:
+    """Load ``AutoModelForMaskedLM`` and ``AutoTokenizer`` from a directory or hub id, checked.
+
+    A local directory passes `check_model_dir` first; every weight of the masked-LM class must be in
+    the checkpoint (none initialised at random), and the tokenizer must pass `check_tokenizer`.
+
+    Args:
+        name_or_dir: a local model directory or a hub id.
+        trust_remote_code: let the folder run its own code (a spec's ``teacher.trust_remote_code``).
+        allow_pickle: accept pickled ``pytorch_model.bin`` weights (a spec's ``teacher.allow_pickle``).
 
     Raises:
-        UsageError: when the model or its tokenizer cannot be found, or the family is not supported.
+        UsageError: when the model or its tokenizer cannot be found or used, or the family is not supported.
     """
     name = str(name_or_dir)
-    config = load_config(name)
+    if Path(name).expanduser().is_dir():
+        check_model_dir(name, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     try:
-        family_of(config)
+        family_of(load_config(name, trust_remote_code=trust_remote_code))
     except ValueError as error:
         raise UsageError(f"{name}: {error}") from None
     try:
-        model = AutoModelForMaskedLM.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{name}: cannot load model or tokenizer ({_first_line(error)})") from None
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            name, output_loading_info=True, **safe_kwargs(trust_remote_code=trust_remote_code,
+                                                          allow_pickle=allow_pickle))
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        hint = ("; only safetensors weights are read (a spec can opt in with teacher.allow_pickle: true)"
+                if not allow_pickle and "safetensors" in str(error) else "")
+        raise UsageError(f"{name}: cannot load model or tokenizer ({_first_line(error)}){hint}") from None
+    missing = [key for key in info.get("missing_keys", ()) if not key.endswith("position_ids")]
+    if missing:
+        raise UsageError(f"{name}: {len(missing)} weights of {type(model).__name__} are not in the checkpoint "
+                         f"(first: {sorted(missing)[0]}); it is not a masked-LM checkpoint of this architecture")
+    check_tokenizer(tokenizer, model.config.vocab_size, name)
     return model, tokenizer
 
 
-def load_tokenizer(name_or_dir: str | Path):
-    """``AutoTokenizer`` from a directory or hub id.
+def load_tokenizer(name_or_dir: str | Path, *, vocab_size: int | None = None, trust_remote_code: bool = False):
+    """``AutoTokenizer`` from a directory or hub id, checked with `check_tokenizer`.
+
+    Args:
+        name_or_dir: a local directory (which must hold tokenizer files) or a hub id.
+        vocab_size: the model's vocabulary size the tokenizer must fit; None skips that check.
+        trust_remote_code: let the folder run its own code.
 
     Raises:
-        UsageError: when no tokenizer is found there.
+        UsageError: when no usable tokenizer is found there.
     """
+    path = Path(str(name_or_dir)).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UsageError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:3])} or {TOKENIZER_FILES[-1]})")
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_dir), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise UsageError(f"{name_or_dir}: no tokenizer found ({_first_line(error)})") from None
+    check_tokenizer(tokenizer, vocab_size if vocab_size is not None else len(tokenizer), name_or_dir)
+    return tokenizer
 
 
 def save(model: PreTrainedModel, tokenizer, out: str | Path) -> Path:
@@ -123,6 +169,27 @@ def save(model: PreTrainedModel, tokenizer, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def save_output(out: str | Path, model: PreTrainedModel, tokenizer, metrics: dict) -> Path:
+    """Write model, tokenizer and ``metrics.json`` to ``out`` all at once: into a hidden folder beside it
+    that is renamed into place when complete, so a crash or a kill never leaves a half-written ``out``.
+
+    ``out`` must not exist or be an empty folder (the command line checks this before any work).
+    """
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save(model, tokenizer, tmp)
+        write_metrics(tmp, metrics)
+        if out.is_dir():
+            out.rmdir()  # empty, as checked; a folder with files in it raises and is left alone
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

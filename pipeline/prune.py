@@ -147,6 +147,5 @@ def main(args: argparse.Namespace) -> int:
     model, tokenizer = modeling.load(args.model)
     cfg = PruneConfig(batch_size=args.batch_size, max_batches=args.max_batches)
     model, tokenizer, metrics = prune_ffn(model, tokenizer, args.ffn, texts, cfg, device=args.device)
-    modeling.save(model, tokenizer, args.out)
-    modeling.write_metrics(args.out, metrics)
+    modeling.save_output(args.out, model, tokenizer, metrics)
     return 0

@@ -96,10 +96,12 @@ def load_encoder(model_dir: str | Path) -> Encoder:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    from pipeline.modeling import safe_kwargs
+
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the MLM head's weights are left out on purpose
     try:
-        encoder = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+        encoder = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False, **safe_kwargs())
     except (OSError, ValueError) as error:
         raise UsageError(f"{model_dir}: cannot load the model ({_first_line(error)})") from None
     finally:

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import json
 import logging
 import math
 import time
@@ -275,18 +276,58 @@ def train_loop(
 
 
 def _save(path, step, model, optimizer, scheduler, batches, metrics, best, best_state, losses, seconds) -> None:
-    """Everything a longer run needs to continue exactly where this one stopped."""
-    torch.save({
-        "step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    """Everything a longer run needs to continue exactly where this one stopped, as one safetensors file
+    (tensors) whose metadata holds the rest as JSON: no pickle is written or read."""
+    from safetensors.torch import save_file
+
+    state = {
+        "step": step, "model": {k: v.detach() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "stream": batches.state(),
         "torch_rng": torch.get_rng_state(), "best": best, "best_state": best_state, "losses": losses,
         "seconds": seconds, "metrics": {k: metrics.get(k) for k in ("tokens", "best_step", "heldout_loss_start")},
-    }, path)
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _flatten(state, tensors, set())
+    save_file(tensors, str(path), metadata={"state": json.dumps(tree)})
+
+
+def _flatten(value, tensors: dict, seen: set):
+    """``value`` as JSON, each tensor replaced by {"$t": name} (stored in ``tensors``) and each dict by
+    {"$d": [[key, value], ...]}, so that integer keys (an optimizer's parameter ids) stay integers."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        if tensor.data_ptr() in seen and tensor.numel():  # safetensors refuses shared memory
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        name = f"t{len(tensors)}"
+        tensors[name] = tensor
+        return {"$t": name}
+    if isinstance(value, dict):
+        return {"$d": [[key, _flatten(item, tensors, seen)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_flatten(item, tensors, seen) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"training state holds a {type(value).__name__}, which is not saved")
+
+
+def _unflatten(tree, tensors: dict):
+    if isinstance(tree, dict):
+        if "$t" in tree:
+            return tensors[tree["$t"]]
+        return {key: _unflatten(item, tensors) for key, item in tree["$d"]}
+    if isinstance(tree, list):
+        return [_unflatten(item, tensors) for item in tree]
+    return tree
 
 
 def _restore(path, model, optimizer, scheduler, batches, metrics, stop, desc):
     """Load a saved state into the run; returns (first step, best loss, best weights, losses, seconds)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        state = _unflatten(json.loads(handle.metadata()["state"]), tensors)
     if state["step"] >= stop:
         raise UsageError(f"{desc}: the saved state is at step {state['step']}, not before step {stop}")
     model.load_state_dict(state["model"])

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pipeline import modeling
 from pipeline.cache import cached, is_complete, stage_key
 from pipeline.config import AdaptConfig, CorpusSource, EvalConfig, LatencyConfig, ScratchConfig, TaskSource
 from pipeline.errors import UsageError
+from pipeline.modeldir import check_model_dir, read_json
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
 from pipeline.sizes import parameter_groups
 
@@ -31,7 +33,7 @@ __all__ = ["build_teacher", "prepare_teacher", "run_trial", "teacher_reference"]
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-_STATE = "train_state.pt"  # a stopped distillation's state, beside its model, for a longer rung to continue
+_STATE = "train_state.safetensors"  # a stopped distillation's state, beside its model, for a longer rung to continue
 
 
 class _Texts:
@@ -51,8 +53,16 @@ class _Texts:
 
 
 def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldout: CorpusSource,
-                    cache_dir: str, device: str | None = None) -> str:
-    """The (language-adapted) teacher's directory: adapted once per key, or ``model`` when adaptation is off."""
+                    cache_dir: str, device: str | None = None, *, trust_remote_code: bool = False,
+                    allow_pickle: bool = False) -> str:
+    """The (language-adapted) teacher's directory: adapted once per key, or ``model`` when adaptation is off.
+
+    With ``trust_remote_code`` or ``allow_pickle`` (a spec's opt-ins) the teacher is first read once with
+    that permission and kept in the cache as a plain safetensors copy without ``auto_map``, so every later
+    stage loads it with the safe defaults.
+    """
+    if trust_remote_code or allow_pickle:
+        model = _import_teacher(model, cache_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if not adapt.enabled:
         return str(model)
     key = stage_key(input_key(model), "adapt", {"adapt": adapt, "corpus": corpus, "heldout": heldout})
@@ -65,7 +75,23 @@ def prepare_teacher(model: str, adapt: AdaptConfig, corpus: CorpusSource, heldou
         teacher, tokenizer, metrics = adapt_stage(teacher, tokenizer, texts.corpus, texts.heldout, adapt, device=device)
         _save(out, teacher, tokenizer, metrics)
 
-    return str(cached(cache_dir, key, build))
+    return str(cached(cache_dir, key, build, verify=_output_problem))
+
+
+def _import_teacher(model: str, cache_dir: str, *, trust_remote_code: bool, allow_pickle: bool) -> str:
+    key = stage_key(input_key(model), "import", {"trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle})
+
+    def build(out: Path) -> None:
+        teacher, tokenizer = modeling.load(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        modeling.save(teacher, tokenizer, out)
+        for name in ("config.json", "tokenizer_config.json"):  # the copy must load without the folder's code
+            file = out / name
+            if file.is_file():
+                values = read_json(file)
+                if values.pop("auto_map", None) is not None:
+                    file.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    return str(cached(cache_dir, key, build, verify=_output_problem))
 
 
 def build_teacher(build: ScratchConfig, adapt: AdaptConfig, corpus: CorpusSource, heldout: CorpusSource,
@@ -120,9 +146,14 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
     result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}, "settings": {}}
     for step in steps:
         started = time.perf_counter()
-        hit = is_complete(Path(plan.cache_dir) / step.key)
-        paths[step.key] = cached(plan.cache_dir, step.key, lambda out, step=step: _BUILDERS[step.stage](
-            plan, texts, step, paths[step.source], paths.get(step.teacher), out))
+        built: list[str] = []  # whether this process built the step (another may have while we waited)
+
+        def build(out: Path, step: Step = step) -> None:
+            built.append(step.key)
+            _BUILDERS[step.stage](plan, texts, step, paths[step.source], paths.get(step.teacher), out)
+
+        paths[step.key] = cached(plan.cache_dir, step.key, build, verify=_output_problem)
+        hit = not built
         seconds = round(time.perf_counter() - started, 3)
         if step.for_teacher:
             result["timings"][f"teacher_{step.stage}"] = seconds
@@ -272,8 +303,8 @@ def _evaluate_all(model_dir: str, key: str, tasks: dict[str, TaskSource], evalua
             (out / "result.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
 
         task_key = stage_key(key, "evaluate", {"task": task, "source": source, "evaluation": evaluation})
-        path = cached(cache_dir, task_key, build)
-        details[task] = json.loads((path / "result.json").read_text(encoding="utf-8"))
+        path = cached(cache_dir, task_key, build, verify=_result_problem)
+        details[task] = read_json(path / "result.json")
     # Selection uses dev scores; test scores are reported beside them, never used to choose.
     scores = {task: statistics.fmean(details[task]["dev_scores"]) for task in details}
     test_scores = {task: details[task]["mean"] for task in details}
@@ -305,7 +336,27 @@ def _save(out: Path, model, tokenizer, metrics: dict) -> None:
 
 def _read_metrics(path: Path) -> dict:
     file = Path(path) / "metrics.json"
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    return read_json(file) if file.is_file() else {}
+
+
+def _output_problem(path: Path) -> str | None:
+    """What is wrong with a cached stage output (a model folder and its metrics), or None."""
+    try:
+        check_model_dir(path)
+        _read_metrics(path)
+    except UsageError as error:
+        return str(error)
+    return None
+
+
+def _result_problem(path: Path) -> str | None:
+    """What is wrong with a cached evaluation (``result.json``), or None."""
+    try:
+        result = read_json(Path(path) / "result.json")
+    except UsageError as error:
+        return str(error)
+    missing = [key for key in ("dev_scores", "mean") if key not in result]
+    return f"result.json lacks {', '.join(missing)}" if missing else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,7 +378,10 @@ def main(args: argparse.Namespace) -> int:
     result = run_trial(plan, progress=lambda message: log.info("%s", message))
     text = json.dumps(result, indent=2, sort_keys=True)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place: never half-written
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out)
     else:
         print(text)
     return 0

@@ -5,7 +5,9 @@ XLM-R; ``[PAD]`` stays 0 for BERT). Word embeddings, the tied decoder and the de
 re-indexed, and the tokenizer is rebuilt from the kept pieces: a Unigram tokenizer keeps their scores,
 a WordPiece tokenizer gets the smaller vocabulary. Both segmenters can only choose among kept pieces,
 and a segmentation made of kept pieces stays optimal (Unigram) or greedy-longest (WordPiece) under
-the subset, so text whose pieces were all kept gets the same pieces and the same logits.
+the subset, so text whose pieces were all kept gets the same pieces and the same logits. Tokens added
+on top of the segmentation model (``add_tokens``, extra special tokens, an XLM-R ``<mask>`` outside the
+Unigram vocabulary) are always kept and added again after the kept pieces, with their flags.
 """
 
 from __future__ import annotations
@@ -82,9 +84,15 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
     if vocab_size > old_size:
         raise UsageError(f"vocabulary size {vocab_size} is larger than the model's {old_size}")
     family = family_of(model.config)
+    if len(tokenizer) > old_size:
+        raise UsageError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {old_size}")
     keep, counts = kept_ids(tokenizer, texts, vocab_size, cfg)
     new_tokenizer = _rebuild_tokenizer(tokenizer, keep, family)
-    index = torch.tensor(keep, dtype=torch.long)  # [new vocab_size], ascending old ids
+    old_vocab = tokenizer.get_vocab()
+    new_ids = sorted((index, token) for token, index in new_tokenizer.get_vocab().items())
+    index = torch.tensor([old_vocab[token] for _, token in new_ids], dtype=torch.long)  # [new vocab_size] old ids
+    if [i for i, _ in new_ids] != list(range(len(keep))) or sorted(index.tolist()) != keep:
+        raise RuntimeError("the rebuilt tokenizer does not hold exactly the kept tokens")  # a bug, not bad input
     state = {
         name: modeling.select(tensor, (0,) if name in family.vocab_tensors else (), index)
         for name, tensor in model.state_dict().items()
@@ -108,6 +116,11 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
 def _rebuild_tokenizer(tokenizer, keep: list[int], family: Family):
     """The stock tokenizer class over the kept ids, in their old order, with the old settings.
 
+    The segmentation model (Unigram pieces with their scores, or the WordPiece vocabulary) is rebuilt
+    from the kept ids it holds; tokens added on top of it (``add_tokens``, or an XLM-R ``<mask>``
+    outside the Unigram vocabulary) are added again with their flags, after the model's pieces as
+    before, so every one of them survives, re-indexed.
+
     Raises:
         UsageError: when ``tokenizer`` is not the stock class of the family's tokenizer kind.
     """
@@ -117,24 +130,37 @@ def _rebuild_tokenizer(tokenizer, keep: list[int], family: Family):
             f"tokenizer {type(tokenizer).__name__} is not supported: the {family.name} family needs "
             f"{expected.__name__} ({family.tokenizer})"
         )
+    model_size = tokenizer.backend_tokenizer.get_vocab_size(with_added_tokens=False)
+    in_model = [index for index in keep if index < model_size]
+    added = [tokenizer.added_tokens_decoder[index] for index in keep if index >= model_size]
     common = {"model_max_length": tokenizer.model_max_length}
     if family.tokenizer == "unigram":
         pieces = unigram_pieces(tokenizer)
         if pieces[3][0] != tokenizer.unk_token:
             raise UsageError("XLM-R tokenizer must have <unk> at id 3 to be rebuilt")
         new = XLMRobertaTokenizer(
-            vocab=[pieces[i] for i in keep], add_prefix_space=getattr(tokenizer, "add_prefix_space", True), **common
+            vocab=[pieces[i] for i in in_model], add_prefix_space=getattr(tokenizer, "add_prefix_space", True),
+            **common,
         )
         new.backend_tokenizer.normalizer = tokenizer.backend_tokenizer.normalizer
-        return new
-    inverse = {index: token for token, index in tokenizer.get_vocab().items()}
-    return BertTokenizer(
-        vocab={inverse[old]: new for new, old in enumerate(keep)},
-        do_lower_case=tokenizer.do_lower_case,
-        tokenize_chinese_chars=tokenizer.tokenize_chinese_chars,
-        strip_accents=tokenizer.strip_accents,
-        **common,
-    )
+    else:
+        inverse = {index: token for token, index in tokenizer.backend_tokenizer.get_vocab(with_added_tokens=False).items()}
+        new = BertTokenizer(
+            vocab={inverse[old]: new for new, old in enumerate(in_model)},
+            do_lower_case=tokenizer.do_lower_case,
+            tokenize_chinese_chars=tokenizer.tokenize_chinese_chars,
+            strip_accents=tokenizer.strip_accents,
+            **common,
+        )
+    extra_specials = {str(token) for token in getattr(tokenizer, "extra_special_tokens", None) or ()}
+    for token in added:  # in their old order; one at a time so that each takes the next id
+        if token.content in new.get_vocab():  # a special token the constructor added already (<mask>)
+            continue
+        if token.content in extra_specials:
+            new.add_special_tokens({"extra_special_tokens": [token]}, replace_extra_special_tokens=False)
+        else:
+            new.add_tokens([token], special_tokens=token.special)
+    return new
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +177,5 @@ def main(args: argparse.Namespace) -> int:
     model, tokenizer = modeling.load(args.model)
     cfg = TrimVocabConfig(min_count=args.min_count, counting=args.counting)
     model, tokenizer, metrics = trim_vocab(model, tokenizer, texts, args.vocab_size, cfg)
-    modeling.save(model, tokenizer, args.out)
-    modeling.write_metrics(args.out, metrics)
+    modeling.save_output(args.out, model, tokenizer, metrics)
     return 0

@@ -86,6 +86,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     model, tokenizer = modeling.load(args.model)
     model, tokenizer = truncate_hidden(model, tokenizer, args.hidden, args.method)
-    modeling.save(model, tokenizer, args.out)
-    modeling.write_metrics(args.out, {"params": model.num_parameters(), "hidden_size": args.hidden})
+    modeling.save_output(args.out, model, tokenizer, {"params": model.num_parameters(), "hidden_size": args.hidden})
     return 0

@@ -5,7 +5,10 @@ search's parent run (`search.tracking`), and runs the trials (`search.tuner`). T
 search's state: a `TrialBook` holds one plain record per trial and recomputes the front with
 `search.pareto.pareto_front` after each one, and the tracker is told only what changed. ``--resume``
 reads the records back from MLflow once and restores the Tune experiment (searcher state included);
-a trial already logged is never logged again.
+a trial already logged is never logged again. Each search keeps the spec it started with, its file and
+its ``--set`` in ``lrl-search.json`` beside Ray's state, so that `resume_spec` finds it again without
+the original ``--set``. Before the teacher is prepared, the folders, the tracking store and (on a
+cluster) every node's view of the folders are checked; each problem is one line.
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Candidate
+from search.folders import check_writable, input_paths, search_folders
 from search.pareto import pareto_front
 from search.schema import Spec, slug
 from search.space import label
 
 __all__ = [
-    "SearchResult", "TrialBook", "experiment_name", "pareto_markdown", "pareto_table", "run_search", "search",
-    "spec_hash", "trial_metrics",
+    "SEARCH_RECORD", "SearchResult", "TrialBook", "experiment_name", "pareto_markdown", "pareto_table",
+    "record_search", "resume_spec", "run_search", "search", "spec_hash", "trial_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -233,15 +238,26 @@ class SearchResult:
     experiment_id: str | None = None
 
 
-def run_search(spec: Spec, resume: bool = False) -> int:
+def run_search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
+               overrides: Sequence[str] = ()) -> int:
     """Run (or with ``resume`` continue) the search described by ``spec`` and print its front.
+
+    Everything that can refuse the search does so before the teacher is prepared or a trial starts:
+    the search's folders must be writable and the tracking store usable (one line naming the field),
+    and on a cluster every node must see the same folders and inputs (`search.tuner.check_nodes`).
+
+    Args:
+        spec: the validated spec.
+        resume: continue the latest search of this spec (`resume_spec` finds it when ``--set`` differ).
+        spec_file: the spec's file, recorded with the search so that a resume can find it.
+        overrides: the ``--set`` strings, recorded likewise.
 
     Returns:
         0 when at least one trial finished, 1 otherwise.
     """
     from search.tracking import ui_command
 
-    result = search(spec, resume)
+    result = search(spec, resume, spec_file=spec_file, overrides=overrides)
     objectives = [(o.metric, o.direction) for o in spec.objectives]
     finished = sum(not r["failed"] for r in result.records)
     print(pareto_table(result.members, objectives, result.reference))
@@ -259,7 +275,8 @@ def run_search(spec: Spec, resume: bool = False) -> int:
     return 0 if finished else 1
 
 
-def search(spec: Spec, resume: bool = False) -> SearchResult:
+def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
+           overrides: Sequence[str] = ()) -> SearchResult:
     """Run (or with ``resume`` continue) the search described by ``spec``; nothing is printed."""
     import torch
     import yaml
@@ -267,24 +284,30 @@ def search(spec: Spec, resume: bool = False) -> SearchResult:
     from pipeline.runtimes import available_cores
     from search.prepare import prepare
     from search.tracking import Tracker
-    from search.tuner import run_tuner
+    from search.tuner import check_nodes, run_tuner, start_ray
 
     storage = Path(spec.search.storage_path)
+    shared = search_folders(spec)
+    check_writable(shared)
     name = experiment_name(spec, storage, resume)
     objectives = [(o.metric, o.direction) for o in spec.objectives]
     started = time.time()
+    tracker = Tracker(spec.mlflow.tracking_uri, spec.mlflow.experiment, search=name, spec_hash=spec_hash(spec),
+                      objectives=objectives, registered_model=spec.mlflow.registered_model,
+                      artifact_location=spec.mlflow.artifact_location)
+    record_search(storage / name, spec, spec_file, overrides)
     logger.info("search %s: %d trials, %d at a time, objectives %s", name, spec.search.num_samples,
                 spec.search.max_concurrent, ", ".join(f"{m} {d}" for m, d in objectives))
+    start_ray(spec.ray.address)
+    if spec.ray.address != "local":
+        check_nodes(shared, input_paths(spec))
     # The driver builds and scores the teacher before any trial runs: as many threads as free cores.
     torch.set_num_threads(available_cores())
     logger.info("torch threads in the driver: %d", torch.get_num_threads())
     context, reference = prepare(spec)
-    card = {"language": spec.language, "license": spec.license, "teacher": spec.teacher.label,
-            "teacher_config": dict(context.teacher_config), "latency": dataclasses.asdict(spec.latency),
-            "heldout": dataclasses.asdict(context.plan.heldout)}
-    tracker = Tracker(spec.mlflow.tracking_uri, spec.mlflow.experiment, search=name, spec_hash=spec_hash(spec),
-                      objectives=objectives, registered_model=spec.mlflow.registered_model,
-                      artifact_location=spec.mlflow.artifact_location, card=card)
+    tracker.card = {"language": spec.language, "license": spec.license, "teacher": spec.teacher.label,
+                    "teacher_config": dict(context.teacher_config), "latency": dataclasses.asdict(spec.latency),
+                    "heldout": dataclasses.asdict(context.plan.heldout)}
     tracker.start(spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), resume=resume, params={
         "sampler": spec.search.sampler, "num_samples": spec.search.num_samples,
         "max_concurrent": spec.search.max_concurrent, "seed": spec.search.seed, "teacher": context.plan.teacher,
@@ -309,6 +332,95 @@ def search(spec: Spec, resume: bool = False) -> SearchResult:
         tracker.finish(status)
     return SearchResult(name, list(book.records.values()), members, reference, time.time() - started,
                         tracker.experiment_id)
+
+
+# ---------------------------------------------------------------------------- finding a search to resume
+SEARCH_RECORD = "lrl-search.json"
+
+
+def record_search(folder: Path, spec: Spec, spec_file: str | None, overrides: Sequence[str]) -> None:
+    """Keep the spec a search started with, its file and its ``--set``, beside Ray's state (once)."""
+    record = folder / SEARCH_RECORD
+    if record.is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"spec_file": str(Path(spec_file).resolve()) if spec_file else None, "overrides": list(overrides),
+            "spec_hash": spec_hash(spec), "spec": spec.model_dump(mode="json"), "started": time.time()}
+    tmp = folder / f".{SEARCH_RECORD}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, record)
+
+
+def resume_spec(spec: Spec, spec_file: str, overrides: Sequence[str] = ()) -> Spec:
+    """The spec to resume with: ``spec`` when a search of it exists; else the stored spec of the last
+    search started from the same file, when they differ only in fields that search's ``--set`` changed.
+
+    A ``--resume`` without the original ``--set`` thus finds its search. When nothing of this file
+    was stored, ``spec`` comes back and a new search starts, as before.
+
+    Raises:
+        SpecError: one line naming every field in which the last search of this file differs.
+    """
+    from search.spec import SpecError
+
+    storage = Path(spec.search.storage_path)
+    base = f"{slug(spec.mlflow.experiment)}-{spec_hash(spec)}"
+    if (storage / base).exists():
+        return spec
+    found = _last_record(storage, Path(spec_file).resolve())
+    if found is None:
+        logger.info("no stored search of %s to resume: a new search starts", spec_file)
+        return spec
+    folder, record = found
+    stored = Spec.model_validate(record["spec"])
+    differences = _differences(record["spec"], spec.model_dump(mode="json"))
+    set_then = [item.partition("=")[0].strip() for item in record["overrides"]]
+    if differences and all(any(_covers(key, field) for key in set_then) for field, _, _ in differences) \
+            and spec_hash(stored) == record["spec_hash"]:
+        logger.warning("resuming %s with the spec it started with: it differs from %s only in what its --set "
+                       "changed (%s)", folder.name, spec_file, ", ".join(record["overrides"]))
+        return stored.model_copy(update={"ray": spec.ray})
+    shown = ", ".join(f"{field} ({_short(then)} then, {_short(now)} now)" for field, then, now in differences)
+    hint = (f"resume with its --set ({' '.join('--set ' + item for item in record['overrides'])})"
+            if record["overrides"] else "change the spec back")
+    raise SpecError([f"{spec_file}: --resume: the last search of this spec file ({folder.name}) was started "
+                     f"with a different spec: {shown}; {hint}, or leave out --resume to start a new search"])
+
+
+def _last_record(storage: Path, spec_file: Path) -> tuple[Path, dict[str, Any]] | None:
+    found = []
+    for record in storage.glob(f"*/{SEARCH_RECORD}") if storage.is_dir() else ():
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if data.get("spec_file") == str(spec_file):
+            found.append((data.get("started", 0), record.parent, data))
+    if not found:
+        return None
+    _, folder, data = max(found, key=lambda item: item[0])
+    return folder, data
+
+
+def _differences(then: Any, now: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted field, value then, value now)`` for every leaf that differs, ``ray`` left out."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(then) | set(now)):
+            if not path and key == "ray":
+                continue
+            out += _differences(then.get(key), now.get(key), f"{path}.{key}" if path else key)
+        return out
+    return [] if then == now else [(path, then, now)]
+
+
+def _covers(key: str, field: str) -> bool:
+    return field == key or field.startswith(key + ".") or key.startswith(field + ".")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _reconcile(book: TrialBook, outcome: Any) -> None:

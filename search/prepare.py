@@ -86,7 +86,9 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
         if spec.teacher.build is not None:
             teacher = build_teacher(spec.teacher.build, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
         else:
-            teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
+            teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir,
+                                      trust_remote_code=spec.teacher.trust_remote_code,
+                                      allow_pickle=spec.teacher.allow_pickle)
         logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
                     ", ".join(spec.data.tasks) or "no tasks")
         reference = _flat(teacher_reference(teacher, spec.data.tasks, spec.evaluation, cache_dir,

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline.errors import UsageError
+from pipeline.errors import OneLineParser, UsageError
 from pipeline.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m search.run",
         description="Search the compressions of a multilingual encoder that a YAML spec describes.",
     )
@@ -70,9 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             report.raise_problems()
             print("no problems found")
             return 0
-        from search.driver import run_search
+        from search.driver import resume_spec, run_search
 
-        return run_search(spec, resume=args.resume)
+        if args.resume:
+            spec = resume_spec(spec, args.spec, overrides)
+        return run_search(spec, resume=args.resume, spec_file=args.spec, overrides=overrides)
     except UsageError as error:
         from search.preflight import PreflightError
 

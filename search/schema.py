@@ -68,6 +68,7 @@ __all__ = [
     "Teacher",
     "TEACHER_LICENSES",
     "default_direction",
+    "default_home",
     "resolve_data_path",
     "resolve_model_path",
     "slug",
@@ -75,6 +76,19 @@ __all__ = [
 
 # The checkout this package runs from: default home of the MLflow store and the caches.
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_home(code_root: Path | None = None) -> Path:
+    """Where the default MLflow store and caches live: the checkout, or ``~/.lrl-compress`` when the code
+    runs from a Ray job's unpacked package (``ray job submit --working-dir .``). That folder is removed
+    after the job and lies at a different path on every node, so nothing kept or shared may default into it.
+    """
+    code_root = REPO_ROOT if code_root is None else code_root
+    if "runtime_resources" in code_root.parts or any(part.startswith("_ray_pkg_") for part in code_root.parts):
+        return Path("~/.lrl-compress").expanduser()
+    return code_root
+
+
 # Overrides the default folder of synthetic languages (tests share one build per checkout).
 SYNTHETIC_DIR_ENV = "LRL_SYNTHETIC_ROOT"
 
@@ -179,11 +193,18 @@ class Teacher(_Section):
     ``synthetic:NAME/teacher``. The family (XLM-R or BERT) comes from its config's ``model_type``.
     Or ``build``: no pretrained model, a teacher trained from scratch on ``data.corpus`` (its
     tokenizer too) with the ``adapt`` settings; exactly one of the two.
+
+    Safe by default: a teacher whose folder asks to run its own code (``auto_map``) is refused unless
+    ``trust_remote_code`` (then a warning), and one whose weights are only pickled (``pytorch_model.bin``)
+    unless ``allow_pickle``. Either opt-in reads the teacher once and keeps a safetensors copy in the stage
+    cache, so every later stage loads plain safetensors.
     """
 
     model: str | None = Field(default=None, min_length=1)
     build: ScratchConfig | None = None
     adapt: AdaptConfig = AdaptConfig()
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
     @field_validator("model")
     @classmethod
@@ -319,7 +340,8 @@ class SearchSettings(_Section):
     ``storage_path`` (Ray's experiment state, default ``<repo>/.cache/ray``), ``cache_dir`` (stage
     outputs shared by trials, default ``<repo>/.cache/stages``) and ``synthetic_dir`` (where
     ``synthetic:`` languages and their teachers are built once, default ``$LRL_SYNTHETIC_ROOT`` or
-    ``<repo>/.cache/synthetic``). On a multi-node cluster all three must be on storage every node sees.
+    ``<repo>/.cache/synthetic``); ``<repo>`` is `default_home`. On a multi-node cluster all three must
+    be on storage every node sees (`search.folders` checks this before any trial).
     ``fidelity``: multi-fidelity over distillation steps (None: every trial trains in full).
     ``time_budget_s``: wall seconds for the whole search; no trial starts that would not fit, running
     ones finish (None: no limit).
@@ -344,7 +366,7 @@ class SearchSettings(_Section):
             if info.field_name == "synthetic_dir" and os.environ.get(SYNTHETIC_DIR_ENV):
                 return str(Path(os.environ[SYNTHETIC_DIR_ENV]).expanduser().resolve())
             sub = {"storage_path": "ray", "cache_dir": "stages", "synthetic_dir": "synthetic"}[info.field_name]
-            return str(REPO_ROOT / ".cache" / sub)
+            return str(default_home() / ".cache" / sub)
         if "://" in value:
             raise ValueError(f"{value}: remote storage URIs are not supported yet; use a folder every node sees "
                              "(a shared filesystem)")
@@ -374,7 +396,7 @@ class MlflowSettings(_Section):
     @classmethod
     def _resolve_uri(cls, value: str | None, info: ValidationInfo) -> str:
         if value is None:
-            return f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
+            return f"sqlite:///{default_home() / 'mlflow' / 'mlflow.db'}"
         if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
             return "sqlite:///" + _local_path(value[len("sqlite:///"):], _base_dir(info))
         if "://" not in value:  # a plain folder or file path

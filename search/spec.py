@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.config import STAGES, TASKS
 from pipeline.errors import UsageError
+from pipeline.modeldir import check_model_dir
 from pipeline.plan import size_problems
 from pipeline.families import family_of, scratch_config
 from search.schema import BUILTIN_METRICS, Space, Spec, resolve_data_path, resolve_model_path
@@ -35,6 +36,7 @@ __all__ = [
     "load_spec",
     "space_problems",
     "spec_problems",
+    "teacher_folder_problems",
     "teacher_config",
 ]
 
@@ -239,11 +241,31 @@ def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, ch
                 problems += check_against_teacher(space, config)
             if spec is not None:
                 problems += _fidelity_needs_distillation(spec, config)
+                teacher_problems += teacher_folder_problems(spec)
     lines = [_with_origin(f"{shown}: {loc}: {message}", loc, origins) for loc, message in problems]
     lines += [_with_origin(f"{shown}: {line}", "teacher.model", origins) for line in teacher_problems]
     if override_problems or lines:
         raise SpecError(override_problems + lines)
+    if spec.teacher.trust_remote_code:
+        logger.warning("%s: teacher.trust_remote_code is true: loading %s runs Python code from its folder or "
+                       "repository; use it only for a teacher whose code you trust", shown, spec.teacher.model)
     return spec
+
+
+def teacher_folder_problems(spec: Spec) -> list[str]:
+    """``teacher.model: ...`` lines for a local teacher folder that asks to run its own code or holds only
+    pickled weights, unless the spec opts in (``teacher.trust_remote_code``, ``teacher.allow_pickle``)."""
+    if spec.teacher.model is None:  # built from scratch here
+        return []
+    path = Path(spec.teacher.model)
+    if not path.is_absolute() or not path.is_dir():
+        return []
+    try:
+        check_model_dir(path, trust_remote_code=spec.teacher.trust_remote_code,
+                        allow_pickle=spec.teacher.allow_pickle, complete=False)
+    except UsageError as error:
+        return [f"teacher.model: {error}"]
+    return []
 
 
 def _teacher_model(raw: Mapping[str, Any], base: Path) -> str | None:

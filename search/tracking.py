@@ -25,6 +25,9 @@ Resume: the parent is found again by its tags and `Tracker.read_records` returns
 run (``lrl.trial_id``); the driver never logs a FINISHED trial again and completes a half-written run
 (driver killed while logging) in place, so each trial has exactly one run.
 
+Testing hook: ``LRL_CRASH_AT=trial-run-open`` SIGKILLs the driver inside `Tracker.log_trial`, after a
+trial's run is created and its metrics logged but before it is complete (the kill-and-resume tests).
+
 Registry: a student is registered (a version of ``mlflow.registered_model``, tag ``pareto``) when it
 joins the front and keeps its version after it leaves (tag ``pareto=false``); the ``best-<metric>``
 aliases follow the front as it changes; the ``pareto-<k>`` aliases (best first objective first) are
@@ -39,12 +42,15 @@ import logging
 import math
 import os
 import re
+import signal
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -56,11 +62,14 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 # logger and the registry's resolution of models:/ sources use the global URI, not a client's.
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # noqa: E402
 
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
+
 from pipeline.errors import UsageError  # noqa: E402
+from search.folders import writable_folder  # noqa: E402
 from search.pareto import Objective  # noqa: E402
 from search.schema import REPO_ROOT  # noqa: E402
 
-__all__ = ["Tracker", "download_student", "find_student", "git_commit", "ui_command"]
+__all__ = ["CRASH_ENV", "Tracker", "check_store", "download_student", "find_student", "git_commit", "ui_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ _TAG_LIMIT = 5000
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # not GenAI: a training experiment
 _MODEL_ID_TAG = "lrl.model_id"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+CRASH_ENV = "LRL_CRASH_AT"  # testing hook, see _crash_point
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
@@ -94,6 +104,47 @@ def ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
     if experiment_id is None:
         return command
     return f"{command}\n  then open {host}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def check_store(tracking_uri: str, artifact_location: str | None = None) -> None:
+    """Prove the tracking store usable before anything starts (MLflow itself retries for minutes).
+
+    A SQLite store's folder (and database file, if any) must be writable, a tracking server must
+    accept a connection, and a local artifact folder must be writable.
+
+    Raises:
+        UsageError: one line naming ``mlflow.tracking_uri`` or ``mlflow.artifact_location``.
+    """
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        writable_folder(db.parent, "mlflow.tracking_uri")
+        if db.exists():
+            try:
+                with db.open("r+b"):
+                    pass
+            except OSError as error:
+                raise UsageError(f"mlflow.tracking_uri: {db}: cannot write the database ({error.strerror or error})") from None
+    elif tracking_uri.startswith(("http://", "https://")) and not any(
+            os.environ.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")):
+        url = urlparse(tracking_uri)  # behind a proxy a direct connection proves nothing: MLflow decides
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname or "", port), timeout=5).close()
+        except OSError as error:
+            raise UsageError(f"mlflow.tracking_uri: {tracking_uri}: no tracking server answers there "
+                             f"({error.strerror or error})") from None
+    if artifact_location and artifact_location.startswith("file://"):
+        writable_folder(Path(urlparse(artifact_location).path), "mlflow.artifact_location")
+
+
+def _crash_point(name: str) -> None:
+    """Testing hook: SIGKILL this process here when ``$LRL_CRASH_AT`` names this point.
+
+    The kill-and-resume tests use it to stop the driver between steps that no outside signal can
+    time reliably: ``trial-run-open`` (a trial's run created and its metrics logged, not yet complete).
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -141,10 +192,13 @@ class Tracker:
         self.objectives = list(objectives)
         self.registered_model = registered_model
         db = _sqlite_path(tracking_uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self.experiment_id = self._experiment(experiment, db, artifact_location)
+        check_store(tracking_uri, artifact_location)
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            self.experiment_id = self._experiment(experiment, db, artifact_location)
+        except (MlflowException, SQLAlchemyError, OSError) as error:
+            raise UsageError(f"mlflow.tracking_uri: {tracking_uri}: cannot open the tracking store "
+                             f"({type(error).__name__}: {_first_line(error)})") from None
         self.parent_id: str | None = None
         self.teacher: dict[str, float] = {}
         self.card = dict(card or {})
@@ -267,6 +321,8 @@ class Tracker:
     def _open_trial_run(self, trial_id: str, name: str, candidate: Mapping[str, Any], run_id: str | None) -> str:
         if run_id is not None:  # a half-written or failed run of this trial: complete it in place
             self.client.update_run(run_id, status="RUNNING")
+            # the params again: a driver killed right after create_run left none (same values are allowed)
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in _params(candidate).items()])
             return run_id
         tags = {"mlflow.parentRunId": self._parent(), "lrl.trial_id": trial_id,
                 "lrl.search": self.search, "mlflow.runName": name}
@@ -317,6 +373,7 @@ class Tracker:
         if has_model:
             with _with_card(Path(model_dir), card) as folder:
                 self.client.log_artifacts(run_id, str(folder), "model")
+        _crash_point("trial-run-open")
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
@@ -584,3 +641,8 @@ def _jsonable(value: Any) -> Any:
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -37,13 +37,15 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pipeline.config import Candidate
+from pipeline.errors import UsageError
+from search.folders import remove_markers, unshared_message, write_markers
 from search.objective import TrialContext, evaluate_candidate
 from search.pareto import promoted
 from search.sampler import distributions, make_sampler, study_storage
 from search.schema import Spec
 from search.space import label, to_candidate
 
-__all__ = ["MultiObjectiveHalving", "Outcome", "run_tuner", "trainable"]
+__all__ = ["MultiObjectiveHalving", "Outcome", "check_nodes", "run_tuner", "start_ray", "trainable"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +227,7 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
         name: the experiment's folder under ``search.storage_path``; restored when it exists.
         book: the driver's `search.driver.TrialBook`, told of each trial as it ends.
     """
-    _ray_init(spec.ray.address)
+    start_ray(spec.ray.address)
     _preload()
     storage = Path(spec.search.storage_path)
     storage.mkdir(parents=True, exist_ok=True)
@@ -273,7 +275,8 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
         yield Outcome(metrics.get("trial_id"), to_candidate(result.config), metrics, error)
 
 
-def _ray_init(address: str) -> None:
+def start_ray(address: str) -> None:
+    """Start a private Ray (``local``, no dashboard) or join the cluster at ``address``, once per process."""
     if ray.is_initialized():
         return
     if address == "local":
@@ -283,6 +286,52 @@ def _ray_init(address: str) -> None:
         ray.init(address="auto")
     else:
         ray.init(address=address)
+
+
+@ray.remote(num_cpus=0)
+def _look(markers: dict[str, str], inputs: dict[str, str]) -> tuple[str, list[str], list[str]]:
+    import os
+    import socket
+
+    unseen = [field for field, marker in markers.items() if not os.path.isfile(marker)]
+    missing = [field for field, path in inputs.items() if not os.path.exists(path)]
+    return socket.gethostname(), unseen, missing
+
+
+def check_nodes(folders: dict[str, str], inputs: dict[str, str], timeout: float = 300) -> int:
+    """Before any trial: a task on every alive node looks for the driver's marker files and input paths.
+
+    Args:
+        folders: ``{field: folder}`` the trials share (`search.folders.search_folders`).
+        inputs: ``{field: path}`` of local files the trials read (`search.folders.input_paths`).
+        timeout: seconds to wait for every node's answer.
+
+    Returns:
+        The number of nodes checked.
+
+    Raises:
+        UsageError: one line naming the fields a node does not share with the driver and what to set.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    markers = write_markers(folders)
+    try:
+        refs = {node["NodeManagerAddress"] + " " + node["NodeID"][:8]: _look.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(markers, inputs)
+            for node in nodes}
+        try:
+            answers = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout)))
+        except ray.exceptions.GetTimeoutError:
+            raise UsageError(f"not every Ray node answered within {timeout:.0f} s; check the cluster "
+                             "(ray status)") from None
+    finally:
+        remove_markers(markers)
+    for node, (host, unseen, missing) in sorted(answers.items()):
+        if unseen or missing:
+            raise UsageError(unshared_message(f"{host} ({node})", folders, unseen, missing, inputs))
+    logger.info("%d Ray node(s) share the search's folders and inputs", len(answers))
+    return len(answers)
 
 
 def _preload() -> None:

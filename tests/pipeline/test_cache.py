@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -64,3 +65,56 @@ def test_two_processes_compute_once(tmp_path):
     assert all(proc.returncode == 0 for proc in procs)
     assert outputs[0] == outputs[1] == str(tmp_path / "cache" / "shared")
     assert (tmp_path / "calls.log").read_text().count("built") == 1
+
+
+def test_a_build_killed_half_way_is_built_again_and_its_leftovers_removed(tmp_path):
+    """SIGKILL a process in the middle of a build: nobody sees the half-written entry, the next caller
+    builds it once and removes the killed build's private folder."""
+    import os
+    import signal
+    import time
+
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from pipeline.cache import cached
+        def build(out):
+            (out / "half").write_text("written before the kill")
+            print("building", flush=True)
+            time.sleep(60)
+        cached({str(tmp_path / 'cache')!r}, "k", build)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "building"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name]
+    assert leftovers == [f".k.tmp-{proc.pid}"] and not is_complete(tmp_path / "cache" / "k")
+    calls = []
+    started = time.time()
+    path = cached(tmp_path / "cache", "k", lambda out: calls.append(out) or (out / "value").write_text("42"))
+    assert time.time() - started < 10  # the dead process's lock did not hold us
+    assert calls and (path / "value").read_text() == "42" and not (path / "half").exists()
+    assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_damaged_entry_is_rebuilt_with_a_warning(tmp_path, caplog):
+    def build(out: Path) -> None:
+        (out / "metrics.json").write_text('{"params": 1}')
+
+    def verify(path: Path):
+        try:
+            json.loads((path / "metrics.json").read_text())
+        except ValueError as error:
+            return f"metrics.json: {error}"
+        return None
+
+    first = cached(tmp_path, "k", build, verify=verify)
+    (first / "metrics.json").write_text('{"params": ')  # damaged after it was complete
+    calls = []
+    again = cached(tmp_path, "k", lambda out: calls.append(1) or build(out), verify=verify)
+    assert again == first and calls == [1] and json.loads((again / "metrics.json").read_text()) == {"params": 1}
+    assert any("is damaged" in r.message and "metrics.json" in r.message for r in caplog.records)
+    assert cached(tmp_path, "k", lambda out: calls.append(2), verify=verify) == first and calls == [1]

@@ -108,3 +108,26 @@ def test_cli_bad_options(tiny_xlmr, shared_data, capsys):
     assert cli(args + ["--epochs", "0"]) == 2
     assert cli(["evaluate", "--model", "/nonexistent", "--task", "pos", "--data", "x"]) == 2
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_a_hub_teacher_is_evaluated_through_the_same_checks(tiny_xlmr, tmp_path, monkeypatch):
+    """A teacher given as a hub id (adaptation off) is evaluated as before: the folder checks apply to
+    local folders, the tokenizer checks to both (here a hub id resolved from a local mirror)."""
+    from pipeline import modeling
+
+    real_config, real_tokenizer = modeling.load_config, modeling.load_tokenizer
+    monkeypatch.setattr(modeling, "load_config", lambda name, **kw: real_config(tiny_xlmr if name == "org/tiny" else name))
+    monkeypatch.setattr(modeling, "load_tokenizer",
+                        lambda name, **kw: real_tokenizer(tiny_xlmr if name == "org/tiny" else name, **kw))
+    from transformers import AutoModel
+
+    real_from = AutoModel.from_pretrained
+    monkeypatch.setattr(AutoModel, "from_pretrained",
+                        lambda name, *a, **kw: real_from(str(tiny_xlmr) if name == "org/tiny" else name, *a, **kw))
+    folder = tmp_path / "topic"
+    folder.mkdir()
+    for split in ("train", "dev", "test"):
+        (folder / f"{split}.tsv").write_text("category\ttext\nsport\tIl-logħba\nhealth\tIt-tabib\n", encoding="utf-8")
+    cfg = EvalConfig(seeds=(1,), topic=TaskTraining(epochs=1, max_train_examples=2, max_eval_examples=2))
+    result = evaluate_task("org/tiny", "topic", TaskSource(str(folder)), cfg)
+    assert 0 <= result["mean"] <= 1 and result["model"] == "org/tiny"

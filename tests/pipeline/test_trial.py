@@ -171,3 +171,20 @@ def test_a_higher_rung_continues_the_lower_one(plan_for, tmp_path):
     a, b = assert_hf_dir(high["model_dir"]), assert_hf_dir(straight["model_dir"])
     for name, tensor in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_damaged_cache_entries_are_rebuilt(plan_for, caplog):
+    """A corrupt metrics.json or a truncated weight file in a complete entry: the trial rebuilds that
+    stage (a warning names it) instead of failing on it."""
+    plan = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=32))
+    first = run_trial(plan)
+    distilled = Path(plan.cache_dir) / first["stage_keys"]["distill"]
+    pruned = Path(plan.cache_dir) / first["stage_keys"]["prune"]
+    (distilled / "metrics.json").write_text('{"params": ')
+    weights = pruned / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    again = run_trial(plan)
+    assert again["cached"] == [] and again["stages"]["distill"]["steps"] == first["stages"]["distill"]["steps"]
+    assert_hf_dir(again["model_dir"])
+    warned = " ".join(r.message for r in caplog.records if "is damaged" in r.message)
+    assert "metrics.json" in warned and "model.safetensors: truncated" in warned

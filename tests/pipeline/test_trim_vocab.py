@@ -74,3 +74,51 @@ def test_trim_vocab_cli(tiny_xlmr, shared_data, tmp_path):
     assert cli(args) == 0
     assert json.loads((out / "metrics.json").read_text())["vocab_size"] == 150
     assert assert_hf_dir(out).config.vocab_size == 150
+
+
+def _with_added_tokens(family: str, folder, tmp_path):
+    """The tiny model of ``family`` with tokens added on top of its segmentation model, saved: ``add_tokens``
+    (plain and special), and for XLM-R a ``<mask>`` outside the Unigram vocabulary (a layout that
+    ``AutoTokenizer`` loads and that made trim-vocab fail with an IndexError)."""
+    from transformers import XLMRobertaTokenizer
+
+    from pipeline.vocab import unigram_pieces
+
+    model, tokenizer = modeling.load(folder)
+    if family == "xlmr":
+        tokenizer = XLMRobertaTokenizer(vocab=unigram_pieces(tokenizer)[:-1])
+        assert tokenizer.mask_token_id == len(unigram_pieces(tokenizer))  # added, not a Unigram piece
+    tokenizer.add_tokens(["Malta", "ħello"])
+    tokenizer.add_special_tokens({"extra_special_tokens": ["[X]"]}, replace_extra_special_tokens=False)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    out = tmp_path / f"{family}-added"
+    modeling.save(model, tokenizer, out)
+    return out
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
+def test_added_tokens_survive_reindexed_with_exact_logits(fixture, request, maltese_sentences, tmp_path, capsys):
+    family = fixture.removeprefix("tiny_")
+    source = _with_added_tokens(family, request.getfixturevalue(fixture), tmp_path)
+    out = tmp_path / "trimmed"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(maltese_sentences[:300]), encoding="utf-8")
+    assert cli(["trim-vocab", "--model", str(source), "--corpus", str(corpus), "--vocab-size", "120",
+                "--out", str(out)]) == 0, capsys.readouterr().err
+    model, tokenizer = modeling.load(source)
+    new, new_tokenizer = modeling.load(out)
+    assert len(new_tokenizer) == new.config.vocab_size == 120
+    added = ["Malta", "ħello", "[X]"] + (["<mask>"] if family == "xlmr" else [])
+    new_vocab = new_tokenizer.get_vocab()
+    assert all(token in new_vocab for token in added)
+    assert new_tokenizer.extra_special_tokens == ["[X]"] and new_tokenizer.mask_token == tokenizer.mask_token
+    assert new_tokenizer.convert_tokens_to_ids(new_tokenizer.mask_token) == new_tokenizer.mask_token_id
+    old_vocab = tokenizer.get_vocab()
+    old_of_new = torch.tensor([old_vocab[token] for token, _ in sorted(new_vocab.items(), key=lambda item: item[1])])
+    text = [f"Malta [X] ħello {new_tokenizer.mask_token} l-", "ħello Malta"]
+    old_batch = tokenizer(text, padding=True, return_tensors="pt")
+    new_batch = new_tokenizer(text, padding=True, return_tensors="pt")
+    assert torch.equal(old_of_new[new_batch["input_ids"]], old_batch["input_ids"])
+    model.eval(), new.eval()
+    torch.testing.assert_close(new(**new_batch).logits, model(**old_batch).logits[..., old_of_new], rtol=1e-5, atol=1e-5)
+    assert_hf_dir(out)

@@ -53,6 +53,24 @@ def fake_trial(plan, progress=None) -> dict:
             "latency_ms": 0.5 * c.num_hidden_layers + 0.01 * c.hidden_size, "config": sizes}
 
 
+def timed_trial(plan, progress=None) -> dict:
+    """`fake_trial`, appending ``start end`` (seconds) of its work to ``$LRL_FAKE_TIMES``."""
+    started = time.time()
+    result = fake_trial(plan, progress)
+    with open(os.environ["LRL_FAKE_TIMES"], "a") as f:
+        f.write(f"{started} {time.time()}\n")
+    return result
+
+
+def real_trial_on_node(plan, progress=None) -> dict:
+    """`pipeline.trial.run_trial` itself, with the id of the Ray node that ran it in the result."""
+    import ray
+
+    from pipeline.trial import run_trial
+
+    return {**run_trial(plan, progress), "node_id": ray.get_runtime_context().get_node_id()}
+
+
 def failing_trial(plan, progress=None) -> dict:
     """`fake_trial`, except that the first Ray trial to get here diverges on every attempt.
 

@@ -1,14 +1,22 @@
-"""A two-node Ray cluster on loopback, a search submitted to it as a Ray job with ``--address auto``.
+"""A two-node Ray cluster on loopback, searches submitted to it as Ray jobs with ``--address auto``,
+the README's recipe: ``ray job submit --working-dir . -- python -m search.run SPEC --address auto``.
 
 Marked ``cluster`` (off by default and in CI): ``pytest -m cluster tests/search/test_cluster.py``.
-The trials use the cheap fake trial (testing hook ``LRL_TRIAL_FN``); storage, cache and MLflow
-paths are absolute, as a cluster needs storage every node sees (here: one machine).
+The trials run the real pipeline on a tiny teacher (`tests.search.fakes.real_trial_on_node` adds the
+node's id to `pipeline.trial.run_trial`'s result). The spec leaves the folders and the MLflow store at
+their defaults: run as a job, they must not point into the job's unpacked package, and the trials on
+the worker node must find the teacher, the data and the stages the driver's node built.
+
+As root, the worker node runs in a private mount namespace with an empty tmpfs over one folder: a
+search whose ``search.cache_dir`` lies there must stop, before any trial, with one line naming the field
+(the driver's marker file is not there on that node), as on a cluster without shared storage.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,54 +26,113 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import build_tiny_model
 from tests.search.test_driver import REPO, child_runs
-from tests.search.fakes import write_spec
+from tests.search.test_kills import TRAIN
 
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_PORT = 6390
 DASHBOARD = "http://127.0.0.1:8265"
 
 
-def ray_cli(*args: str, env: dict[str, str], timeout: float = 120, check: bool = True):
-    proc = subprocess.run([RAY, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def ray_cli(*args: str, env: dict[str, str], timeout: float = 120, check: bool = True, command=None):
+    proc = subprocess.run(command or [RAY, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"ray {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
+def cluster_spec(folder: Path, teacher: Path, shared_data: Path, sentences: list[str]) -> Path:
+    """No storage_path, cache_dir or tracking_uri: the defaults must work on the cluster."""
+    (folder / "corpus.txt").write_text("\n".join(sentences[:400]) + "\n", encoding="utf-8")
+    (folder / "heldout.txt").write_text("\n".join(sentences[400:440]) + "\n", encoding="utf-8")
+    spec = folder / "spec.yaml"
+    spec.write_text(f"""\
+teacher: {{model: {teacher}, adapt: {{enabled: false}}}}
+language: mt
+data:
+  corpus: {{source: corpus.txt}}
+  heldout: {{source: heldout.txt}}
+  tasks: {{pos: {{source: {shared_data / 'mt' / 'pos'}}}}}
+distill: {{steps: 30, {TRAIN}}}
+truncate: {{distill: {{steps: 10, {TRAIN}}}}}
+prune: {{batch_size: 8, max_length: 48, max_batches: 2}}
+evaluation: {{seeds: [1], pos: {{epochs: 1, batch_size: 16, max_length: 48, max_train_examples: 32, max_eval_examples: 32}}}}
+space: {{layers: [2], ffn: [16, 37], hidden: [16, 32], vocab: [full]}}
+objectives: [{{metric: pos}}, {{metric: params}}]
+search: {{num_samples: 4, max_concurrent: 2, resources: {{cpu: 1}}, seed: 4}}
+mlflow: {{experiment: cluster}}
+""")
+    return spec
+
+
 @pytest.mark.cluster
-def test_job_submitted_to_a_two_node_cluster(tmp_path):
-    spec = write_spec(tmp_path, search="seed: 2", num_samples=4)
+def test_jobs_on_a_two_node_cluster(tmp_path, shared_data, maltese_sentences):
+    teacher = build_tiny_model("xlmr", maltese_sentences, tmp_path / "teacher", layers=3)
+    spec = cluster_spec(tmp_path, teacher, shared_data, maltese_sentences)
+    home = tmp_path / "home"  # the job's ~, where its defaults go
+    home.mkdir()
+    private = tmp_path / "private"  # the worker node sees an empty tmpfs here
+    (private / "stages").mkdir(parents=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    isolate = os.geteuid() == 0 and shutil.which("unshare") is not None
     # Two nodes on one machine must not share a temp dir: each node's runtime-env agent would
     # garbage-collect the job's unpacked working dir under the other's feet. Short: socket paths.
     worker_temp = tempfile.mkdtemp(prefix="rw", dir="/tmp")
+    runtime_env = {"env_vars": {"LRL_TRIAL_FN": "tests.search.fakes:real_trial_on_node", "HOME": str(home),
+                                "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
+                                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+
+    def submit(*extra: str, timeout: float = 600):
+        return ray_cli("job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--runtime-env-json",
+                       json.dumps(runtime_env), "--", "python", "-m", "search.run", str(spec), "--address", "auto",
+                       *extra, env=env, timeout=timeout, check=False)
+
     started = time.time()
     try:
         ray_cli("start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                 "--dashboard-host=127.0.0.1", "--object-store-memory=500000000", "--disable-usage-stats", env=env)
-        ray_cli("start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                "--object-store-memory=500000000", "--disable-usage-stats", f"--temp-dir={worker_temp}", env=env)
-        runtime_env = {"env_vars": {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial",
-                                    "LRL_FAKE_SLEEP": "4", "RAY_AUTH_MODE": "disabled",
-                                    "MLFLOW_DISABLE_TELEMETRY": "true"}}
-        job = ray_cli("job", "submit", "--address", DASHBOARD, "--working-dir", ".",
-                      "--runtime-env-json", json.dumps(runtime_env), "--",
-                      "python", "-m", "search.run", str(spec), "--address", "auto", env=env, timeout=400)
-        print(f"cluster job took {time.time() - started:.0f} s")
+        worker = ["start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                  "--object-store-memory=500000000", "--disable-usage-stats", f"--temp-dir={worker_temp}"]
+        if isolate:
+            script = f"mount -t tmpfs tmpfs {private} && exec {RAY} {' '.join(worker)}"
+            ray_cli(*worker, env=env, command=["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        else:
+            ray_cli(*worker, env=env)
+
+        if isolate:  # a cache folder the worker node does not share: one line, before any trial
+            job = submit("--set", f"search.cache_dir={private / 'stages'}", timeout=300)
+            # (ray job submit shows a failed job's log twice)
+            errors = sorted({line for line in job.stdout.splitlines() if line.startswith("error: ")})
+            assert len(errors) == 1, job.stdout[-4000:]
+            assert f"search.cache_dir ({private / 'stages'}): not the driver's folder on node" in errors[0]
+            assert "--set search.cache_dir=/shared/lrl/stages" in errors[0] and "Traceback" not in job.stdout
+            assert "failed" in job.stdout.lower() and not re.search(r"search.tuner: trial \S+ .* started", job.stdout)
+            assert not list((private / "stages").iterdir()), "no stage was built"
+
+        job = submit()
+        print(f"cluster jobs took {time.time() - started:.0f} s")
         assert "4 trials finished, 0 failed" in job.stdout, job.stdout[-4000:]
         assert "succeeded" in job.stdout.lower()
     finally:
         ray_cli("stop", "--force", env=env, check=False)
         shutil.rmtree(worker_temp, ignore_errors=True)
 
-    client, parents, children = child_runs(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}", "fake")
+    client, parents, children = child_runs(f"sqlite:///{home / '.lrl-compress' / 'mlflow' / 'mlflow.db'}", "cluster")
     assert len(parents) == 1 and parents[0].data.params["ray_address"] == "auto"
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
-    nodes = set()
+    assert Path(parents[0].data.params["experiment_dir"]).is_relative_to(home / ".lrl-compress")
+    results = []
     for run in children:
         local = client.download_artifacts(run.info.run_id, "trial.json", str(tmp_path / run.info.run_id))
-        nodes.add(json.loads(Path(local).read_text())["node_id"])
-    assert len(nodes) == 2, "trials should have run on both nodes"
+        results.append(json.loads(Path(local).read_text()))
+    assert len({r["node_id"] for r in results}) == 2, "trials should have run on both nodes"
+    assert all(Path(r["model_dir"]).is_relative_to(home / ".lrl-compress" / ".cache" / "stages") for r in results)
+    # every stage output, shared or not, was built by exactly one trial; the others found it cached
+    keys = {key for r in results for key in r["stage_keys"].values()}
+    built = [key for r in results for stage, key in r["stage_keys"].items() if stage not in r["cached"]]
+    assert sorted(built) == sorted(keys), f"stages built more than once: {built}"
+    shared = [key for key in keys if sum(key in r["stage_keys"].values() for r in results) > 1]
+    assert shared, "the space shares at least the distillation"

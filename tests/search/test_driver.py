@@ -227,3 +227,35 @@ def test_trial_book_keeps_rungs_and_seeds_a_restart():
     assert book.rung_history() == {10: {"a": {"quality": 0.3, "params": 100.0, "feasible": 1.0},
                                         "b": {"quality": 0.4, "params": 50.0, "feasible": 1.0}},
                                    30: {"a": {"quality": 0.5, "params": 100.0, "feasible": 1.0}}}
+
+
+def test_resume_without_the_original_set_finds_the_search_by_its_stored_spec(tmp_path, caplog):
+    from search.driver import SEARCH_RECORD, record_search, resume_spec
+    from search.spec import SpecError
+
+    path = write_spec(tmp_path)
+    original = load_spec(path, ["search.num_samples=3", "space.ffn=[16]"])
+    storage = tmp_path / "ray"
+    name = experiment_name(original, storage, resume=False)
+    record_search(storage / name, original, str(path), ["search.num_samples=3", "space.ffn=[16]"])
+    assert json.loads((storage / name / SEARCH_RECORD).read_text())["overrides"] == ["search.num_samples=3",
+                                                                                     "space.ffn=[16]"]
+    # the same --set: found by its hash, unchanged
+    assert resume_spec(original, str(path)) is original
+    # no --set: the stored spec, with this run's Ray address
+    plain = load_spec(path, ["ray.address=auto"])
+    found = resume_spec(plain, str(path))
+    assert spec_hash(found) == spec_hash(original) and found.search.num_samples == 3 and found.ray.address == "auto"
+    assert experiment_name(found, storage, resume=True) == name
+    assert "differs from" in caplog.text and "search.num_samples=3" in caplog.text
+    # a field the original --set did not touch: every differing field named, one line
+    with pytest.raises(SpecError) as info:
+        resume_spec(load_spec(path, ["space.hidden=[16]"]), str(path))
+    (line,) = info.value.problems
+    assert "search.num_samples (3 then, 4 now)" in line and "space.ffn ([16] then, [16, 37] now)" in line
+    assert "space.hidden ([16, 32] then, [16] now)" in line and "--set search.num_samples=3 --set space.ffn=[16]" in line
+    # another spec file has nothing stored: a new search
+    (tmp_path / "other").mkdir()
+    other = write_spec(tmp_path / "other")
+    fresh = load_spec(other)
+    assert resume_spec(fresh, str(other)) is fresh

@@ -122,13 +122,15 @@ def test_all_problems_then_exit_2(tmp_path, capsys):
 def test_without_dry_run_the_driver_gets_spec_and_args(tmp_path, capsys, monkeypatch):
     calls = []
     driver = types.ModuleType("search.driver")
-    driver.run_search = lambda spec, resume: calls.append((spec, resume)) or 0
+    driver.run_search = lambda spec, resume, **origin: calls.append((spec, resume, origin)) or 0
+    driver.resume_spec = lambda spec, spec_file, overrides: spec
     monkeypatch.setitem(sys.modules, "search.driver", driver)
     path = write_spec(tmp_path, minimal())
     code, _, _ = run([path, "--resume", "--address", "auto", "--set", "search.num_samples=3"], capsys)
     assert code == 0
-    ((spec, resume),) = calls
+    ((spec, resume, origin),) = calls
     assert spec.ray.address == "auto" and spec.search.num_samples == 3 and resume is True
+    assert origin == {"spec_file": str(path), "overrides": ["search.num_samples=3", "ray.address=auto"]}
 
 
 def test_driver_errors_exit_2(tmp_path, capsys, monkeypatch):
@@ -137,10 +139,11 @@ def test_driver_errors_exit_2(tmp_path, capsys, monkeypatch):
     path = write_spec(tmp_path, minimal())
     driver = types.ModuleType("search.driver")
 
-    def fail(spec, resume):
+    def fail(spec, resume, **origin):
         raise UsageError("the stage cache is locked")
 
     driver.run_search = fail
+    driver.resume_spec = lambda spec, spec_file, overrides: spec
     monkeypatch.setitem(sys.modules, "search.driver", driver)
     assert run([path], capsys)[::2] == (2, "error: the stage cache is locked\n")
 
