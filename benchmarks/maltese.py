@@ -80,7 +80,7 @@ SCALES = {
                               num_attention_heads=4, intermediate_size=512, max_length=128),
         pretrain=AdaptConfig(steps=1500, lr=1e-3, batch_size=64, max_length=128, warmup_steps=150, eval_every=500,
                              bf16=False),
-        distill=DistillConfig(steps=600, lr=5e-4, batch_size=32, max_length=128, eval_every=200, bf16=False),
+        distill=DistillConfig(steps=200, lr=5e-4, batch_size=32, max_length=128, eval_every=50, bf16=False),
         prune=PruneConfig(batch_size=32, max_length=128, max_batches=20),
         # one seed: two cost 25 more minutes on 2 cores; seed-to-seed spread is in the gpu scale's three
         evaluation=EvalConfig(method="finetune", seeds=(1,), pos=_training("finetune", 4, 5e-4, 32),

@@ -182,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare_text(data, text)
         from maltese import search_space
 
-        setting = {"spec": write_spec(scale, base, text, data, space=search_space(scale), distill_steps=600, samples=8),
-                   "overrides": [], "rungs": (75, 225, 600), "factor": 3, "cache_trials": 6}
+        steps = scale.distill.steps
+        setting = {"spec": write_spec(scale, base, text, data, space=search_space(scale), distill_steps=steps,
+                                      samples=8),
+                   "overrides": [], "rungs": (steps // 9, steps // 3, steps), "factor": 3, "cache_trials": 6}
     else:
         setting = SETUPS[setup]
     spec, context, reference = _context(setting["spec"], [*setting["overrides"],
