@@ -1,7 +1,7 @@
 """Real Maltese, measured: a teacher built here, the paper's path, the search's front and from-scratch
 students, side by side on POS (UD MUDT), topic (SIB-200) and sentiment.
 
-    python benchmarks/maltese.py                 # the CPU protocol (about 75 minutes on 2 cores)
+    python benchmarks/maltese.py                 # the CPU protocol (about 90 minutes on 2 cores)
     python benchmarks/maltese.py --quick         # the whole protocol in a few minutes (tiny sizes)
     python benchmarks/maltese.py --scale gpu     # the paper's proportions, on a machine with a GPU and Ray
 
