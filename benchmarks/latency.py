@@ -128,14 +128,16 @@ def downstream_table(model_dir: Path, task: str, data_dir: Path, training: TaskT
 
     # The evaluation's own steps (pipeline.evaluate), so the scores are the ones a search reports.
     from pipeline.data import load_task
-    from pipeline.evaluate import _encode, _max_length, _most_frequent, _score_split, _train
+    from pipeline.evaluate import _encode, _most_frequent, _score_split, _train
+    from pipeline.families import max_positions
+    from pipeline.modeling import load_config
     from pipeline.metrics import task_metric
 
     data = load_task(task, TaskSource(str(data_dir)))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     splits = {"train": data.train.head(training.max_train_examples), "test": data.test.head(training.max_eval_examples)}
     label_ids = {label: i for i, label in enumerate(data.labels)}
-    length = _max_length(str(model_dir), training.max_length)
+    length = min(training.max_length, max_positions(load_config(str(model_dir))))
     encoded = {name: _encode(tokenizer, data.kind, split, label_ids, length, "word") for name, split in splits.items()}
     encoded["dev"] = encoded["test"][:0]  # select="last": no dev pass needed
     pad = tokenizer.pad_token_id
