@@ -12,7 +12,7 @@ Paper values: Gurgurov et al. 2025 (see the project's method notes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from pipeline.errors import UsageError
 
@@ -62,7 +62,7 @@ TASKS = ("sentiment", "topic", "ner", "pos")
 
 InitStrategy = Literal["stride", "last_k", "first_k", "first_last_k", "random"]
 Runtime = Literal["torch", "onnx", "onnx-int8"]
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 
 @dataclass(frozen=True)
