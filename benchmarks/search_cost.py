@@ -12,7 +12,8 @@ the objective every Ray trial calls, so Ray's scheduling adds no noise to the ti
 (b) **multi-fidelity**: every candidate of the space trained in full, against asynchronous successive
     halving over the same candidates in the same order with the scheduler's own rule
     (`search.pareto.promoted`: a trial goes on past a rung only among the best 1/reduction_factor of
-    those that reached it). Goal: at most 1/3 of the cost, and a front (dev scores: quality up,
+    those that reached it). The setup's ``search.fidelity`` gives the rungs and the cheaper scoring
+    below the top rung (``rung_evaluation``). Goal: at most 1/3 of the cost, and a front (dev scores: quality up,
     parameters down) whose hypervolume against one fixed reference point is at least 95% of full
     fidelity's. The reference point: quality 0 and the teacher's parameter count.
 
@@ -146,15 +147,19 @@ SETUPS = {
     "demo": {
         "spec": REPO / "specs" / "demo.yaml",
         "overrides": ["distill.steps=240", "distill.eval_every=60", "truncate.distill.steps=240",
-                      "truncate.distill.eval_every=60"],
-        "rungs": (30, 90, 240), "factor": 3, "cache_trials": 8,
+                      "truncate.distill.eval_every=60",
+                      "search.fidelity={min_steps: 30, max_steps: 240, reduction_factor: 3, "
+                      "rung_evaluation: {epochs: 1, max_train_examples: 100}}"],
+        "cache_trials": 8,
     },
     "quick": {
         "spec": REPO / "specs" / "demo.yaml",
         "overrides": ["distill.steps=12", "distill.eval_every=6", "truncate.distill.steps=12", "truncate.distill.eval_every=6",
                       "space.layers=[2]", "space.vocab=[full]", "evaluation.pos.epochs=1", "evaluation.topic.epochs=1",
-                      "evaluation.ner.epochs=1", "evaluation.sentiment.epochs=1"],
-        "rungs": (3, 12), "factor": 2, "cache_trials": 3,
+                      "evaluation.ner.epochs=1", "evaluation.sentiment.epochs=1",
+                      "search.fidelity={min_steps: 3, max_steps: 12, reduction_factor: 2, "
+                      "rung_evaluation: {max_train_examples: 32}}"],
+        "cache_trials": 3,
     },
 }
 
@@ -185,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = scale.distill.steps
         setting = {"spec": write_spec(scale, base, text, data, space=search_space(scale), distill_steps=steps,
                                       samples=8),
-                   "overrides": [], "rungs": (steps // 9, steps // 3, steps), "factor": 3, "cache_trials": 6}
+                   "overrides": [f"search.fidelity={{min_steps: {steps // 9}, max_steps: {steps}, reduction_factor: 3, "
+                                 "rung_evaluation: {seeds: 1, epochs: 2, max_train_examples: 300}}"],
+                   "cache_trials": 6}
     else:
         setting = SETUPS[setup]
     spec, context, reference = _context(setting["spec"], [*setting["overrides"],
@@ -202,10 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     cache = cache_on_off(context, pool[: setting["cache_trials"]], runs / "cache")
     objectives = [("quality", "max"), ("params", "min")]
-    mf = fidelity(context, pool, setting["rungs"], setting["factor"], objectives, runs / "fidelity")
+    factor = spec.search.fidelity.reduction_factor
+    mf = fidelity(context, pool, context.rungs, factor, objectives, runs / "fidelity")
     summary = report(setup, cache, mf, (0.0, float(reference["params"])))
     result = {"setup": setup, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started),
-              "rungs": setting["rungs"], "factor": setting["factor"], "candidates": len(pool), "cache": cache,
+              "rungs": context.rungs, "factor": factor, "candidates": len(pool), "cache": cache,
+              "rung_evaluation": spec.search.fidelity.model_dump()["rung_evaluation"],
               "fidelity": mf, **summary}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"search-cost-{setup}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -54,6 +54,8 @@ class TrialPlan:
 
     ``candidate`` may be None in a template that a search fills per trial (`dataclasses.replace`);
     a plan that runs needs one. ``latency``: how the student's latency is measured (every trial).
+    Multi-fidelity: ``rung`` is where this trial's last distillation stops, of ``rungs``;
+    ``rung_evaluation`` (None: ``evaluation``) scores the rungs below the top one.
     """
 
     teacher: str
@@ -72,6 +74,13 @@ class TrialPlan:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     rung: int | None = None
     rungs: tuple[int, ...] = ()
+    rung_evaluation: EvalConfig | None = None
+
+    @property
+    def scoring(self) -> EvalConfig:
+        """The evaluation this plan scores with: ``rung_evaluation`` below the top rung, else ``evaluation``."""
+        below_top = self.rung is not None and self.rungs and self.rung < max(self.rungs)
+        return self.rung_evaluation if below_top and self.rung_evaluation is not None else self.evaluation
 
 
 @dataclass(frozen=True)

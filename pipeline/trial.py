@@ -171,7 +171,7 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
     model_dir = str(paths[final_key])
     result.update(model_dir=model_dir, **_describe(model_dir, modeling.load_config(model_dir)))
     started = time.perf_counter()
-    scores = _evaluate_all(model_dir, final_key, plan.tasks, plan.evaluation, plan.cache_dir, plan.device, progress)
+    scores = _evaluate_all(model_dir, final_key, plan.tasks, plan.scoring, plan.cache_dir, plan.device, progress)
     result.update(scores)
     result["timings"]["evaluate"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()

@@ -103,6 +103,8 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
     )
     constraints = spec.constraints
     fidelity = spec.search.fidelity
+    if fidelity is not None and fidelity.rung_evaluation is not None:
+        plan = dataclasses.replace(plan, rung_evaluation=fidelity.rung_evaluation.apply(spec.evaluation))
     context = TrialContext(
         rungs=rung_steps(fidelity.min_steps, fidelity.max_steps, fidelity.reduction_factor) if fidelity else (),
         plan=plan, teacher_config=config, objectives=tuple((o.metric, o.direction) for o in spec.objectives),

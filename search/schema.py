@@ -36,6 +36,7 @@ from pydantic import (
 
 from pipeline.config import (
     STAGES,
+    TASKS,
     AdaptConfig,
     CorpusSource,
     DistillConfig,
@@ -56,6 +57,7 @@ __all__ = [
     "Constraints",
     "Data",
     "Fidelity",
+    "RungEvaluation",
     "ExportSettings",
     "MlflowSettings",
     "Objective",
@@ -318,18 +320,48 @@ class Resources(_Section):
     gpu: float = Field(default=0.0, ge=0)
 
 
+class RungEvaluation(_Section):
+    """A cheaper evaluation for the rungs below the top one, where it only ranks trials for promotion.
+
+    Each field caps the spec's ``evaluation`` (None: as there): ``seeds`` keeps its first N seeds,
+    ``epochs`` caps every task's epochs, ``max_train_examples`` every task's training examples. The
+    top rung always evaluates in full, so the front and the registered students carry full scores; a
+    trial that stops at a lower rung keeps its cheaper scores (its ``rung`` tag says which).
+    """
+
+    seeds: PositiveInt | None = None
+    epochs: PositiveInt | None = None
+    max_train_examples: PositiveInt | None = None
+
+    def apply(self, evaluation: EvalConfig) -> EvalConfig:
+        """``evaluation`` with these caps."""
+
+        def cap(value: int | None, limit: int | None) -> int | None:
+            return value if limit is None else min(limit, value) if value is not None else limit
+
+        tasks = {}
+        for name in TASKS:
+            task = getattr(evaluation, name)
+            tasks[name] = dataclasses.replace(task, epochs=cap(task.epochs, self.epochs),
+                                              max_train_examples=cap(task.max_train_examples, self.max_train_examples))
+        return dataclasses.replace(evaluation, seeds=evaluation.seeds[: self.seeds] if self.seeds else evaluation.seeds,
+                                   **tasks)
+
+
 class Fidelity(_Section):
     """Multi-objective successive halving over distillation steps (see `search.tuner`).
 
     Every trial first trains its last distillation for ``min_steps`` of a ``max_steps`` schedule; at
     each rung (``min_steps`` times powers of ``reduction_factor``, then ``max_steps``) only the best
     ``1 / reduction_factor`` of the trials that reached it, by non-dominated rank and crowding
-    distance, continue from where they stopped.
+    distance, continue from where they stopped. ``rung_evaluation`` makes the scoring below the top
+    rung cheaper (default: the full evaluation at every rung).
     """
 
     min_steps: PositiveInt
     max_steps: PositiveInt
     reduction_factor: int = 3
+    rung_evaluation: RungEvaluation | None = None
 
 
 class SearchSettings(_Section):

@@ -135,6 +135,27 @@ def test_trial_with_a_task_and_teacher_reference(plan_for, shared_data, tmp_path
     assert teacher_reference(plan.teacher, tasks, evaluation, plan.cache_dir)["scores"] == reference["scores"]
 
 
+def test_rungs_below_the_top_score_with_the_rung_evaluation(plan_for, shared_data):
+    """Multi-fidelity's cheaper scoring: below the top rung the trial uses ``rung_evaluation`` (here
+    one seed of two and 8 training examples of 24), at the top rung the full evaluation."""
+    import dataclasses
+
+    from pipeline.config import EvalConfig, TaskSource
+
+    full = EvalConfig(seeds=(1, 2), sentiment=dataclasses.replace(EvalConfig().sentiment, epochs=1, max_train_examples=24,
+                                                                 max_eval_examples=16))
+    cheap = dataclasses.replace(full, seeds=(1,), sentiment=dataclasses.replace(full.sentiment, max_train_examples=8))
+    base = plan_for(Candidate(num_hidden_layers=2, intermediate_size=37, hidden_size=32))
+    plan = dataclasses.replace(base, tasks={"sentiment": TaskSource(source=str(shared_data / "mt" / "sentiment"))},
+                               evaluation=full, rung_evaluation=cheap, rungs=(2, 6))
+    low, top = run_trial(dataclasses.replace(plan, rung=2)), run_trial(dataclasses.replace(plan, rung=6))
+    assert low["tasks"]["sentiment"]["seeds"] == [1] and low["tasks"]["sentiment"]["sizes"]["train"] == 8
+    assert top["tasks"]["sentiment"]["seeds"] == [1, 2] and top["tasks"]["sentiment"]["sizes"]["train"] == 24
+    # without multi-fidelity the rung evaluation is never used
+    alone = dataclasses.replace(plan, rung=None, rungs=())
+    assert alone.scoring is full and dataclasses.replace(plan, rung=2).scoring is cheap
+
+
 @pytest.mark.parametrize(
     "order, second_teacher",
     [(("truncate", "trim_vocab", "prune", "distill"), "pruned"), (("prune", "trim_vocab", "truncate", "distill"), "original")],

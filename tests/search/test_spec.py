@@ -342,3 +342,26 @@ def test_fidelity_defaults():
     from search.schema import Fidelity
 
     assert Fidelity(min_steps=100, max_steps=900).reduction_factor == 3
+    assert Fidelity(min_steps=100, max_steps=900).rung_evaluation is None
+
+
+def test_rung_evaluation_caps_the_evaluation_below_the_top_rung(tmp_path, monkeypatch):
+    from search.objective import TRIAL_FN_ENV
+    from search.prepare import prepare
+
+    fidelity = {"min_steps": 10, "max_steps": 90, "rung_evaluation": {"seeds": 1, "epochs": 2, "max_train_examples": 50}}
+    evaluation = {"seeds": [3, 4], "pos": {"epochs": 1}, "ner": {"max_train_examples": 20}}
+    spec = load_spec(write_spec(tmp_path, minimal(search={"fidelity": fidelity}, evaluation=evaluation)))
+    cheap = spec.search.fidelity.rung_evaluation.apply(spec.evaluation)
+    assert cheap.seeds == (3,) and spec.evaluation.seeds == (3, 4)
+    assert (cheap.pos.epochs, cheap.ner.epochs, cheap.topic.epochs) == (1, 2, 2)  # caps, never raises
+    assert (cheap.ner.max_train_examples, cheap.pos.max_train_examples) == (20, 50)
+    assert cheap.topic.lr == spec.evaluation.topic.lr and cheap.topic.reduction_factor == spec.evaluation.topic.reduction_factor
+    with pytest.raises(SpecError, match=r"search.fidelity.rung_evaluation.epochs: Input should be greater than 0"):
+        load_spec(write_spec(tmp_path / "bad", minimal(search={"fidelity": {**fidelity, "rung_evaluation": {"epochs": 0}}})))
+    with pytest.raises(SpecError, match=r"search.fidelity.rung_evaluation.epoch: unknown key; expected one of: seeds, epochs, max_train_examples"):
+        load_spec(write_spec(tmp_path / "typo", minimal(search={"fidelity": {**fidelity, "rung_evaluation": {"epoch": 1}}})))
+    monkeypatch.setenv(TRIAL_FN_ENV, "tests.search.fakes:fake_trial")  # prepare without teacher or preflight
+    context, _ = prepare(spec)
+    assert context.rungs == (10, 30, 90) and context.plan.rung_evaluation == cheap
+    assert context.plan.evaluation == spec.evaluation
