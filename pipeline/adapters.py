@@ -99,18 +99,30 @@ def add_adapters(model: nn.Module, reduction_factor: int) -> list[BottleneckAdap
 
 
 class ClassificationHead(nn.Module):
-    """First-token vector -> dropout -> dense -> tanh -> dropout -> linear (AdapterHub's 2-layer head)."""
+    """Text vector -> dropout -> dense -> tanh -> dropout -> linear (AdapterHub's 2-layer head).
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
+    The text vector is the first token's (``pooling="first"``, the paper's) or the mean over the real
+    tokens (``"mean"``): a model pretrained with MLM alone never trains its first position to sum up a
+    text, and with a few hundred labelled texts fine-tuning may not teach it to.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str = "first"):
         super().__init__()
+        if pooling not in ("first", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r} (first or mean)")
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.out = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        # hidden: [batch, seq, hidden_size] -> logits [batch, num_labels]
-        x = self.dropout(hidden[:, 0])
-        x = self.dropout(torch.tanh(self.dense(x)))
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # hidden: [batch, seq, hidden_size], attention_mask: [batch, seq] -> logits [batch, num_labels]
+        if self.pooling == "first":
+            x = hidden[:, 0]
+        else:
+            weights = (attention_mask if attention_mask is not None else torch.ones(hidden.shape[:2])).to(hidden.dtype)
+            x = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+        x = self.dropout(torch.tanh(self.dense(self.dropout(x))))
         return self.out(x)
 
 
@@ -122,7 +134,7 @@ class TokenHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         # hidden: [batch, seq, hidden_size] -> logits [batch, seq, num_labels]
         return self.out(self.dropout(hidden))
 
@@ -137,11 +149,12 @@ class TaskModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(hidden)
+        return self.head(hidden, attention_mask)
 
 
 def build_task_model(
-    model_dir: str, num_labels: int, kind: str, method: str = "adapter", reduction_factor: int = 16
+    model_dir: str, num_labels: int, kind: str, method: str = "adapter", reduction_factor: int = 16,
+    pooling: str = "first",
 ) -> TaskModel:
     """Load the encoder of ``model_dir`` and put a task head on it.
 
@@ -151,6 +164,7 @@ def build_task_model(
         kind: ``classification`` (one label per text) or ``tokens`` (one tag per position).
         method: ``adapter`` (encoder frozen; adapters and head train) or ``finetune`` (all trains).
         reduction_factor: adapter bottleneck reduction (``adapter`` only).
+        pooling: ``first`` or ``mean`` (`ClassificationHead`; ``classification`` only).
 
     Returns:
         The model in train mode; parameters that must not train have ``requires_grad=False``.
@@ -173,8 +187,10 @@ def build_task_model(
         raise ValueError(f"unknown method {method!r} (adapter or finetune)")
     config = encoder.config
     dropout = getattr(config, "hidden_dropout_prob", 0.1)
-    head_class = ClassificationHead if kind == "classification" else TokenHead
-    head = head_class(config.hidden_size, num_labels, dropout)
+    if kind == "classification":
+        head = ClassificationHead(config.hidden_size, num_labels, dropout, pooling)
+    else:
+        head = TokenHead(config.hidden_size, num_labels, dropout)
     logging.getLogger(__name__).debug(
         "task model: %d trainable of %d parameters",
         sum(p.numel() for p in encoder.parameters() if p.requires_grad) + sum(p.numel() for p in head.parameters()),

@@ -208,6 +208,8 @@ class TaskTraining:
     select: Literal["last", "best_dev"] = "last"
     # None: EvalConfig.method; a task may differ (adapters learn some tasks at a given size, not others)
     method: Literal["adapter", "finetune"] | None = None
+    # classification: the text vector is the first token's (the paper's) or the mean of the tokens
+    pooling: Literal["first", "mean"] = "first"
     # Caps for quick runs (tests, a low-fidelity search): the first N train / dev and test examples.
     max_train_examples: int | None = None
     max_eval_examples: int | None = None

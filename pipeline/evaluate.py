@@ -215,7 +215,8 @@ def _train(model_dir, data: TaskData, encoded, training: TaskTraining, method, s
     from pipeline.adapters import build_task_model
 
     _seed_everything(seed)
-    model = build_task_model(model_dir, len(data.labels), data.kind, method, training.reduction_factor)
+    model = build_task_model(model_dir, len(data.labels), data.kind, method, training.reduction_factor,
+                             training.pooling)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=training.lr, weight_decay=0.0)
@@ -336,6 +337,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="override the task's batch size")
     parser.add_argument("--max-length", type=int, help="override the task's maximum length in subwords")
     parser.add_argument("--reduction-factor", type=int, help="override the adapter's reduction factor")
+    parser.add_argument("--pooling", choices=("first", "mean"),
+                        help="classification: the first token's vector (default, the paper's) or the mean of the tokens")
     parser.add_argument("--max-train-examples", type=int, help="use only the first N train examples")
     parser.add_argument("--max-eval-examples", type=int, help="use only the first N dev and test examples")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
@@ -370,7 +373,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TaskSource, EvalConfig]:
     overrides = {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
         "reduction_factor": args.reduction_factor, "max_train_examples": args.max_train_examples,
-        "max_eval_examples": args.max_eval_examples,
+        "max_eval_examples": args.max_eval_examples, "pooling": args.pooling,
     }
     for name in ("epochs", "batch_size", "max_length", "reduction_factor"):
         if overrides[name] is not None and overrides[name] < 1:

@@ -59,3 +59,21 @@ def test_finetune_trains_everything_and_token_head(tiny_bert):
     assert not any(isinstance(layer.output, AdaptedOutput) for layer in encoder_layers(model.encoder))
     logits = model(torch.tensor([[2, 10, 11, 3]]), torch.ones(1, 4, dtype=torch.long))
     assert logits.shape == (1, 4, 5)
+
+
+def test_mean_pooling_reads_only_the_real_tokens():
+    """``pooling="mean"``: padding does not change a text's logits; the first-token head reads position 0."""
+    from pipeline.adapters import ClassificationHead
+
+    torch.manual_seed(0)
+    mean, first = ClassificationHead(8, 3, 0.0, "mean").eval(), ClassificationHead(8, 3, 0.0, "first").eval()
+    hidden = torch.randn(1, 5, 8)
+    padded = torch.cat([hidden, torch.randn(1, 2, 8) * 100], dim=1)  # two padding positions full of noise
+    mask = torch.tensor([[1] * 5 + [0, 0]])
+    torch.testing.assert_close(mean(padded, mask), mean(hidden, torch.ones(1, 5, dtype=torch.long)))
+    expected = mean.out(torch.tanh(mean.dense(hidden.mean(1))))
+    torch.testing.assert_close(mean(hidden, torch.ones(1, 5)), expected)
+    first.load_state_dict(mean.state_dict())
+    torch.testing.assert_close(first(padded, mask), first.out(torch.tanh(first.dense(hidden[:, 0]))))
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        ClassificationHead(8, 3, 0.0, "max")

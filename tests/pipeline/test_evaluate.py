@@ -90,6 +90,19 @@ def test_cli_prints_json_last_and_writes_metrics(shared_data, tiny_xlmr, tmp_pat
     assert [p.name for p in out.iterdir()] == ["metrics.json"]
 
 
+def test_cli_pooling_reaches_the_task_settings():
+    import argparse
+
+    from pipeline.evaluate import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    _, evaluation = config_from_args(parser.parse_args(["--model", "m", "--task", "topic", "--data", "d", "--pooling", "mean"]))
+    assert evaluation.topic.pooling == "mean" and evaluation.sentiment.pooling == "first"
+    _, default = config_from_args(parser.parse_args(["--model", "m", "--task", "topic", "--data", "d"]))
+    assert default.topic.pooling == "first"
+
+
 def test_cli_bad_file_one_line_exit_2(tmp_path, tiny_xlmr, capsys):
     (tmp_path / "train.txt").write_text("a B-PER\nb\n")
     (tmp_path / "dev.txt").write_text("a B-PER\n")
