@@ -149,7 +149,7 @@ SETUPS = {
         "overrides": ["distill.steps=240", "distill.eval_every=60", "truncate.distill.steps=240",
                       "truncate.distill.eval_every=60",
                       "search.fidelity={min_steps: 30, max_steps: 240, reduction_factor: 3, "
-                      "rung_evaluation: {epochs: 1, max_train_examples: 100}}"],
+                      "rung_evaluation: {epochs: 2, max_train_examples: 200}}"],
         "cache_trials": 8,
     },
     "quick": {
