@@ -11,7 +11,9 @@ Multi-fidelity (``search.fidelity``): `MultiObjectiveHalving` is asynchronous su
 several objectives, a Tune scheduler. When a trial reports at a rung it is compared with every trial
 that reached that rung so far and continues only when it is among the best ``1 / reduction_factor``
 by non-dominated rank and crowding distance (`search.pareto.promoted`); otherwise it stops there and
-Optuna is told its objectives at that rung (its last report). Ray does not save a scheduler's state
+Optuna is told its objectives at that rung (its last report). Below the top rung a trial scores
+with ``search.fidelity.rung_evaluation`` where the spec sets one (trials are compared only with others
+at the same rung, so the cheaper scores rank them fairly). Ray does not save a scheduler's state
 with the experiment: on ``--resume`` the driver's records seed it again.
 """
 
