@@ -79,7 +79,7 @@ class TrialPlan:
     @property
     def scoring(self) -> EvalConfig:
         """The evaluation this plan scores with: ``rung_evaluation`` below the top rung, else ``evaluation``."""
-        below_top = self.rung is not None and self.rungs and self.rung < max(self.rungs)
+        below_top = self.rung is not None and bool(self.rungs) and self.rung < max(self.rungs)
         return self.rung_evaluation if below_top and self.rung_evaluation is not None else self.evaluation
 
 

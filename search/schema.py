@@ -325,8 +325,8 @@ class RungEvaluation(_Section):
 
     Each field caps the spec's ``evaluation`` (None: as there): ``seeds`` keeps its first N seeds,
     ``epochs`` caps every task's epochs, ``max_train_examples`` every task's training examples. The
-    top rung always evaluates in full, so the front and the registered students carry full scores; a
-    trial that stops at a lower rung keeps its cheaper scores (its ``rung`` tag says which).
+    top rung always evaluates in full; a trial that stops at a lower rung keeps its cheaper scores,
+    on the front too (its ``rung`` tag says so).
     """
 
     seeds: PositiveInt | None = None
