@@ -13,9 +13,9 @@ the objective every Ray trial calls, so Ray's scheduling adds no noise to the ti
     halving over the same candidates in the same order with the scheduler's own rule
     (`search.pareto.promoted`: a trial goes on past a rung only among the best 1/reduction_factor of
     those that reached it). The setup's ``search.fidelity`` gives the rungs and the cheaper scoring
-    below the top rung (``rung_evaluation``). Goal: at most 1/3 of the cost, and a front (dev scores: quality up,
-    parameters down) whose hypervolume against one fixed reference point is at least 95% of full
-    fidelity's. The reference point: quality 0 and the teacher's parameter count.
+    below the top rung (``rung_evaluation``). Goal: at most 1/3 of the cost, and a front (dev
+    scores: quality up, parameters down) whose hypervolume against one fixed reference point is at
+    least 95% of full fidelity's. The reference point: quality 0 and the teacher's parameter count.
 
 Prints a table with the ratios and writes ``<out>/search-cost-<setup>.json``.
 """

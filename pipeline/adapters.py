@@ -120,7 +120,7 @@ class ClassificationHead(nn.Module):
         if self.pooling == "first":
             x = hidden[:, 0]
         else:
-            weights = (attention_mask if attention_mask is not None else torch.ones(hidden.shape[:2])).to(hidden.dtype)
+            weights = (attention_mask if attention_mask is not None else hidden.new_ones(hidden.shape[:2])).to(hidden.dtype)
             x = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
         x = self.dropout(torch.tanh(self.dense(self.dropout(x))))
         return self.out(x)

@@ -337,7 +337,9 @@ class RungEvaluation(_Section):
         """``evaluation`` with these caps."""
 
         def cap(value: int | None, limit: int | None) -> int | None:
-            return value if limit is None else min(limit, value) if value is not None else limit
+            if limit is None:
+                return value
+            return limit if value is None else min(limit, value)
 
         tasks = {}
         for name in TASKS:
