@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from search.schema import Spec
 from search.space import choices, student_parameters, to_candidate
 
 __all__ = ["DistinctSampler", "constraints_func", "distributions", "make_sampler", "study_storage"]
+
+_LOCK = type(threading.Lock())
 
 
 def distributions(spec: Spec) -> dict[str, CategoricalDistribution]:
@@ -68,8 +71,9 @@ class DistinctSampler(BaseSampler):
     draws) repeat candidates often: 8 trials of the demo drew only 5 distinct students. Every
     proposal is checked against the study's trials; a repeat is re-drawn from the inner sampler a
     few times, then replaced by a random unseen candidate. Once every candidate has been tried,
-    repeats are allowed (a repeat is cheap: its stages and evaluation are cached). Module-level so
-    that Tune can pickle the searcher's state.
+    repeats are allowed (a repeat is cheap: its stages and evaluation are cached). Module-level and
+    picklable, so that Tune can save the searcher's state: Optuna 5.1's NSGA-II holds a thread lock,
+    which is left out of the pickle and made anew on loading.
 
     Args:
         inner: the sampler that proposes (NSGA-II or TPE, seeded).
@@ -80,6 +84,18 @@ class DistinctSampler(BaseSampler):
     def __init__(self, inner: BaseSampler, space: Mapping[str, CategoricalDistribution], seed: int | None = None) -> None:
         self.inner, self.space = inner, dict(space)
         self.rng = random.Random(seed)
+
+    def __getstate__(self) -> dict[str, Any]:
+        fields = vars(self.inner)
+        locks = sorted(name for name, value in fields.items() if isinstance(value, _LOCK))
+        kept = {name: value for name, value in fields.items() if name not in locks}
+        return {**vars(self), "inner": (type(self.inner), kept, locks)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        kind, fields, locks = state["inner"]
+        inner = kind.__new__(kind)
+        inner.__dict__.update(fields, **{name: threading.Lock() for name in locks})
+        self.__dict__.update(state, inner=inner)
 
     def infer_relative_search_space(self, study, trial):
         return self.space
