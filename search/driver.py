@@ -96,8 +96,9 @@ class TrialBook:
 
     A record is a plain dict: ``id`` (the trial id), ``run_id``, ``params`` (the candidate's fields),
     ``metrics``, ``failed``, ``finished`` (its MLflow run is complete), ``feasible``, ``pareto``, and
-    with multi-fidelity ``rungs`` (``{rung: objectives there}``) and ``rung`` (the highest it reached:
-    its metrics are those of that rung, and the front is over trials at their highest rung).
+    with multi-fidelity ``rungs`` (``{rung: objectives there}``), ``rung`` (the highest it reached:
+    its metrics are those of that rung, and the front is over trials at their highest rung) and
+    ``rescored`` (scored again with the full evaluation after stopping below the top rung).
 
     Args:
         tracker: the `search.tracking.Tracker` (or any object with its methods).
@@ -182,6 +183,52 @@ class TrialBook:
         """Say that a trial failed and is tried again."""
         logger.warning("trial %s %s failed (attempt %d of %d), retrying: %s", trial_id, label(candidate), attempt,
                        attempts, _last_line(error))
+
+    def rescore_front(self, run: Any, candidates: Mapping[str, Candidate], top: int) -> int:
+        """Score the front's members that stopped below the top rung again with the full evaluation, until
+        every member of the front scored in full (or could not be rescored); returns how many were.
+
+        Below the top rung a trial scores with the cheaper rung evaluation, which only ranks trials at
+        the same rung; on the front it would stand against full scores. A rescored member may push
+        others off the front and let further cheaply scored trials on, hence the loop.
+
+        Args:
+            run: `search.tuner.rescore` bound to the search: ``[(trial id, candidate, rung)]`` in,
+                ``(trial id, report or None, error or None)`` out as each ends.
+            candidates: ``{trial id: candidate}`` of the search's trials.
+            top: the top rung's steps.
+        """
+        tried: set[str] = set()
+        while True:
+            todo = sorted(t for t in self.front() if t not in tried and t in candidates
+                          and not self.records[t].get("rescored") and (self.records[t].get("rung") or top) < top)
+            if not todo:
+                return sum(bool(r.get("rescored")) for r in self.records.values())
+            logger.info("scoring %d front member(s) that stopped below the top rung again with the full evaluation: %s",
+                        len(todo), ", ".join(f"{t} (rung {self.records[t]['rung']})" for t in todo))
+            tried.update(todo)
+            for trial_id, report, error in run([(t, candidates[t], self.records[t]["rung"]) for t in todo]):
+                if error is not None:
+                    logger.error("rescoring trial %s failed, it keeps its rung scores: %s", trial_id, _last_line(error))
+                    continue
+                try:
+                    self.rescored(trial_id, candidates[trial_id], report)
+                except Exception:  # tracking must not end the search: the trial keeps its rung scores
+                    logger.exception("recording the rescored trial %s failed; it keeps its rung scores", trial_id)
+
+    def rescored(self, trial_id: str, candidate: Candidate, report: Mapping[str, Any]) -> None:
+        """Replace a finished trial's scores with those of its full evaluation at the same rung."""
+        record = self.records[trial_id]
+        result = json.loads(report["result_json"])
+        metrics, feasible = trial_metrics(result, self.tracker.teacher), bool(report.get("feasible", 1))
+        self.tracker.log_rescored(record["run_id"], trial_id, result, metrics, name=f"{trial_id} {label(candidate)}",
+                                  feasible=feasible, rung=record["rung"])
+        before = _summary(record, self.objectives)
+        record.update(metrics=metrics, feasible=feasible, rescored=True)
+        front = self.front()
+        self._apply(front)
+        logger.info("trial %s %s rescored in full (rung %s): %s, was %s; Pareto front: %d", trial_id, label(candidate),
+                    record["rung"], _summary(record, self.objectives), before, len(front))
 
     def front(self) -> set[str]:
         """Ids of the trials on the Pareto front (finished, feasible, every objective finite)."""
@@ -284,7 +331,7 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
     from pipeline.runtimes import available_cores
     from search.prepare import prepare
     from search.tracking import Tracker
-    from search.tuner import check_nodes, run_tuner, start_ray
+    from search.tuner import check_nodes, rescore, run_tuner, start_ray
 
     storage = Path(spec.search.storage_path)
     shared = search_folders(spec)
@@ -322,8 +369,13 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
     clock = time.time()
     status = "FAILED"
     try:
+        candidates = {}
         for outcome in run_tuner(spec, context, name, book):
             _reconcile(book, outcome)
+            if outcome.trial_id:
+                candidates[outcome.trial_id] = outcome.candidate
+        if context.rungs and context.plan.rung_evaluation is not None:
+            book.rescore_front(lambda trials: rescore(spec, context, trials), candidates, top=max(context.rungs))
         members = book.finalise()
         tracker.describe(pareto_markdown(members, objectives, reference))
         status = "FINISHED"

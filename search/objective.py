@@ -60,9 +60,11 @@ class TrialContext:
 
 
 def evaluate_candidate(context: TrialContext, candidate: Candidate,
-                       progress: Callable[[str], None] | None = None, rung: int | None = None) -> dict[str, Any]:
+                       progress: Callable[[str], None] | None = None, rung: int | None = None,
+                       full_scoring: bool = False) -> dict[str, Any]:
     """Run (or, when it breaks ``max_params``, only size) one candidate, at a rung of the search's
-    fidelity (``rung``; None: in full).
+    fidelity (``rung``; None: in full). ``full_scoring`` scores a lower rung with the full evaluation
+    instead of the plan's ``rung_evaluation`` (the search's final rescoring of its front).
 
     Returns:
         ``{"metrics": {objectives, params, quality, <task>: score (dev), test_quality, test_<task>,
@@ -81,6 +83,8 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
         result = {"params": params, "infeasible": f"params {params} > max_params {context.max_params}"}
         return {"metrics": {**metrics, "params": params}, "feasible": False, "result": result}
     plan = dataclasses.replace(context.plan, candidate=candidate, rung=rung, rungs=context.rungs if rung else ())
+    if full_scoring:
+        plan = dataclasses.replace(plan, rung_evaluation=None)
     result = _trial_fn(context)(plan, progress)
     metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms")
                if key in result}

@@ -14,8 +14,10 @@ search in the store:
   teacher, stage timings, latency; the student's Hugging Face directory as artifact ``model`` with its
   model card ``model/README.md`` (`pipeline.card`) and the card's data ``model/card.json``; and the same
   student as an MLflow model of the transformers flavour (``fill-mask``, tag ``lrl.model_id``), which
-  the registry's versions point at). A trial that failed for good is a run with status FAILED, its
-  error in the tag ``error`` and ``error.txt``;
+  the registry's versions point at). With multi-fidelity also the tags ``rung`` (the highest reached),
+  ``lrl.rungs`` (objectives at each rung, also each metric's history by step) and ``rescored`` (a
+  front member scored again in full after stopping below the top rung, `Tracker.log_rescored`). A
+  trial that failed for good is a run with status FAILED, its error in the tag ``error`` and ``error.txt``;
 - the experiment is tagged as custom model development (``mlflow.experimentKind``, the UI's "Machine
   learning" type); MLflow 3.17's UI still opens an experiment on its GenAI overview unless the URL asks
   for ``?workflowType=machine_learning``, the link `ui_command` prints; the parent run's description
@@ -26,7 +28,8 @@ run (``lrl.trial_id``); the driver never logs a FINISHED trial again and complet
 (driver killed while logging) in place, so each trial has exactly one run.
 
 Testing hook: ``LRL_CRASH_AT=trial-run-open`` SIGKILLs the driver inside `Tracker.log_trial`, after a
-trial's run is created and its metrics logged but before it is complete (the kill-and-resume tests).
+trial's run is created and its metrics logged but before it is complete (the kill-and-resume tests);
+``LRL_CRASH_AT=rescored-untagged`` inside `Tracker.log_rescored`, before the ``rescored`` tag.
 
 Registry: a student is registered (a version of ``mlflow.registered_model``, tag ``pareto``) when it
 joins the front and keeps its version after it leaves (tag ``pareto=false``); the ``best-<metric>``
@@ -77,6 +80,7 @@ _TAG_LIMIT = 5000
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # not GenAI: a training experiment
 _MODEL_ID_TAG = "lrl.model_id"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+_MLFLOW_CARD = "model_card.md"  # where MLflow's transformers flavour keeps the model card in a logged model
 CRASH_ENV = "LRL_CRASH_AT"  # testing hook, see _crash_point
 
 
@@ -141,7 +145,8 @@ def _crash_point(name: str) -> None:
     """Testing hook: SIGKILL this process here when ``$LRL_CRASH_AT`` names this point.
 
     The kill-and-resume tests use it to stop the driver between steps that no outside signal can
-    time reliably: ``trial-run-open`` (a trial's run created and its metrics logged, not yet complete).
+    time reliably: ``trial-run-open`` (a trial's run created and its metrics logged, not yet complete),
+    ``rescored-untagged`` (a rescored trial's new scores logged, its ``rescored`` tag not yet set).
     """
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -314,7 +319,7 @@ class Tracker:
                 "finished": run.info.status in ("FINISHED", "FAILED"),
                 "feasible": tags.get("feasible", "true") != "false", "pareto": tags.get("pareto") == "true",
                 "rungs": {int(r): v for r, v in json.loads(tags.get("lrl.rungs", "{}")).items()},
-                "rung": int(tags["rung"]) if "rung" in tags else None,
+                "rung": int(tags["rung"]) if "rung" in tags else None, "rescored": tags.get("rescored") == "true",
             })
         return records
 
@@ -376,6 +381,32 @@ class Tracker:
         _crash_point("trial-run-open")
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def log_rescored(self, run_id: str, trial_id: str, result: Mapping[str, Any], metrics: Mapping[str, float], *,
+                     name: str, feasible: bool, rung: int) -> None:
+        """Replace a logged trial's scores with those of its full evaluation (the search's final rescoring).
+
+        The metrics are logged again at the rung's step (later, so MLflow shows them as the run's own;
+        the rung history keeps the cheaper scores), then ``trial.json``, the model card of the run's
+        ``model`` folder and of its transformers model. The tag ``rescored`` comes last: a rescoring cut
+        short is done again on resume.
+        """
+        now = _now()
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, int(rung)) for k, v in metrics.items()],
+                              tags=[RunTag("feasible", str(feasible).lower())])
+        self.client.log_text(run_id, json.dumps(_jsonable(result), indent=2, sort_keys=True), "trial.json")
+        model_dir = result.get("model_dir")
+        if model_dir and Path(model_dir).is_dir():
+            card = self._card(result, name=name, run_id=run_id, trial_id=trial_id)
+            self.client.log_text(run_id, card["text"], "model/README.md")
+            self.client.log_text(run_id, json.dumps(_jsonable(card["data"]), indent=2) + "\n", "model/card.json")
+            model_id = self._model_id(run_id)
+            if model_id is not None:
+                with tempfile.TemporaryDirectory(prefix="lrl-card-") as scratch:
+                    (Path(scratch) / _MLFLOW_CARD).write_text(card["text"], encoding="utf-8")
+                    self.client.log_model_artifacts(model_id, scratch)
+        _crash_point("rescored-untagged")
+        self.client.set_tag(run_id, "rescored", "true")
 
     def _card(self, result: Mapping[str, Any], *, name: str, run_id: str, trial_id: str) -> dict[str, Any]:
         """The student's model card (text) and its data, from the trial's result and the search's defaults."""

@@ -13,8 +13,9 @@ that reached that rung so far and continues only when it is among the best ``1 /
 by non-dominated rank and crowding distance (`search.pareto.promoted`); otherwise it stops there and
 Optuna is told its objectives at that rung (its last report). Below the top rung a trial scores
 with ``search.fidelity.rung_evaluation`` where the spec sets one (trials are compared only with others
-at the same rung, so the cheaper scores rank them fairly). Ray does not save a scheduler's state
-with the experiment: on ``--resume`` the driver's records seed it again.
+at the same rung, so the cheaper scores rank them fairly); when the trials are done, `rescore` scores
+the front's members among them again in full, as Ray tasks with a trial's resources. Ray does not
+save a scheduler's state with the experiment: on ``--resume`` the driver's records seed it again.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from search.sampler import distributions, make_sampler, study_storage
 from search.schema import Spec
 from search.space import label, to_candidate
 
-__all__ = ["MultiObjectiveHalving", "Outcome", "check_nodes", "run_tuner", "start_ray", "trainable"]
+__all__ = ["MultiObjectiveHalving", "Outcome", "check_nodes", "rescore", "run_tuner", "start_ray", "trainable"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +276,48 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
         metrics = result.metrics or {}
         error = None if result.error is None else str(result.error)
         yield Outcome(metrics.get("trial_id"), to_candidate(result.config), metrics, error)
+
+
+def _score_in_full(context: TrialContext, candidate: Candidate, rung: int) -> dict[str, Any]:
+    """A Ray task: ``candidate``'s student at ``rung`` (from the stage cache) scored with the full evaluation."""
+    sys.unraisablehook = _ignore_exit
+    cores = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
+    torch.set_num_threads(max(1, int(cores)))
+    name = label(candidate)
+
+    def progress(message: str) -> None:
+        print(f"[{name} rescoring] {message}", file=sys.stderr, flush=True)
+
+    outcome = evaluate_candidate(context, candidate, progress, rung=rung, full_scoring=True)
+    return {**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung,
+            "result_json": json.dumps(outcome["result"], default=str)}
+
+
+def rescore(spec: Spec, context: TrialContext, trials: list[tuple[str, Candidate, int]]) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+    """Score trials that stopped below the top rung again with the full evaluation, as Ray tasks with a
+    trial's resources, ``search.max_concurrent`` at a time; their students come from the stage cache.
+
+    Args:
+        trials: ``(trial id, candidate, rung it stopped at)``.
+
+    Yields:
+        ``(trial id, report, None)`` as each ends (``report`` like a trial's last ``tune.report``), or
+        ``(trial id, None, error text)`` for one that failed.
+    """
+    task = ray.remote(_score_in_full).options(num_cpus=spec.search.resources.cpu, num_gpus=spec.search.resources.gpu,
+                                               max_retries=spec.search.max_failures)
+    waiting, running = list(trials), {}
+    while waiting or running:
+        while waiting and len(running) < spec.search.max_concurrent:
+            trial_id, candidate, rung = waiting.pop(0)
+            running[task.remote(context, candidate, rung)] = trial_id
+        (done,), _ = ray.wait(list(running), num_returns=1)
+        trial_id = running.pop(done)
+        try:
+            report, error = ray.get(done), None
+        except ray.exceptions.RayError as failure:
+            report, error = None, str(failure)
+        yield trial_id, report, error
 
 
 def start_ray(address: str) -> None:

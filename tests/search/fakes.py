@@ -22,7 +22,8 @@ TEACHER_CONFIG = {
 
 def fake_trial(plan, progress=None) -> dict:
     """A deterministic stand-in for `pipeline.trial.run_trial`: sizes from the formula, a quality
-    that grows with every dimension, a tiny model dir. ``LRL_FAKE_SLEEP`` seconds of "work"."""
+    that grows with every dimension and rung (halved by a cheaper rung evaluation), a tiny model dir.
+    ``LRL_FAKE_SLEEP`` seconds of "work"; ``LRL_FAKE_CALLS`` gets one line a call."""
     c = plan.candidate
     config = json.loads((Path(plan.teacher) / "config.json").read_text())
     sizes = dict(num_hidden_layers=c.num_hidden_layers, hidden_size=c.hidden_size,
@@ -35,9 +36,12 @@ def fake_trial(plan, progress=None) -> dict:
                     - (0.05 if c.vocab_size else 0.0), 6)
     if plan.rung:  # multi-fidelity: a longer rung learns more
         quality = round(quality * (0.6 + 0.4 * plan.rung / max(plan.rungs)), 6)
+    cheap = plan.rung_evaluation is not None and plan.scoring is plan.rung_evaluation
+    if cheap:  # the cheaper rung evaluation scores half of what the full one does
+        quality = round(quality / 2, 6)
     if os.environ.get("LRL_FAKE_CALLS"):  # one line a call, to count repeats
         with open(os.environ["LRL_FAKE_CALLS"], "a") as calls:
-            calls.write(f"{label(c)} {plan.rung}\n")
+            calls.write(f"{label(c)} {plan.rung}{' cheap' if cheap else ''}\n")
     out = Path(plan.cache_dir) / "fake" / label(c)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**config, **sizes}))

@@ -89,6 +89,9 @@ class RecordingTracker:
         self.runs += 1
         return run_id or f"run-{trial_id}"
 
+    def log_rescored(self, run_id, trial_id, result, metrics, *, name, feasible, rung):
+        self.calls.append(("log_rescored", trial_id, rung, feasible))
+
     def log_failure(self, trial_id, candidate, error, *, name, attempts=None, run_id=None):
         self.calls.append(("log_failure", trial_id))
         return run_id or f"run-{trial_id}"
@@ -227,6 +230,36 @@ def test_trial_book_keeps_rungs_and_seeds_a_restart():
     assert book.rung_history() == {10: {"a": {"quality": 0.3, "params": 100.0, "feasible": 1.0},
                                         "b": {"quality": 0.4, "params": 50.0, "feasible": 1.0}},
                                    30: {"a": {"quality": 0.5, "params": 100.0, "feasible": 1.0}}}
+
+
+def test_trial_book_rescores_front_members_below_the_top_rung_until_the_front_is_scored_in_full():
+    tracker = RecordingTracker()
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=4)
+    for trial, rung, quality, params in (("a", 90, 0.6, 200), ("b", 10, 0.2, 50), ("c", 10, 0.15, 60),
+                                         ("e", 30, 0.4, 100)):
+        book.finished(trial, Candidate(2, 16, 32), {**report(quality, params), "rung": rung, "quality": quality,
+                                                    "params": params})
+    assert book.front() == {"a", "b", "e"}  # c: dominated by b's cheaper score
+    full = {"b": report(0.3, 50, feasible=0), "c": report(0.35, 60)}  # b's full score breaks a constraint
+    batches = []
+
+    def run(trials):
+        batches.append([(trial, rung) for trial, _, rung in trials])
+        for trial, _, _ in trials:
+            yield (trial, full[trial], None) if trial in full else (trial, None, "Traceback\nRuntimeError: out of memory")
+
+    candidates = {trial: Candidate(2, 16, 32) for trial in "abce"}
+    assert book.rescore_front(run, candidates, top=90) == 2
+    # b left the front, so c (cheaply scored) joined it and was rescored in a second round; e failed and
+    # keeps its rung score; a reached the top rung and is never rescored
+    assert batches == [[("b", 10), ("e", 30)], [("c", 10)]]
+    assert [c for c in tracker.calls if c[0] == "log_rescored"] == [("log_rescored", "b", 10, False),
+                                                                    ("log_rescored", "c", 10, True)]
+    assert book.front() == {"a", "c", "e"} and {t for t, r in book.records.items() if r["pareto"]} == {"a", "c", "e"}
+    assert book.records["c"]["metrics"]["quality"] == 0.35 and book.records["c"]["rescored"]
+    assert book.records["e"]["metrics"]["quality"] == 0.4 and not book.records["e"].get("rescored")
+    assert book.rescore_front(run, candidates, top=90) == 2 and len(batches) == 3  # e is tried again, nothing else
+    assert batches[-1] == [("e", 30)]
 
 
 def test_resume_without_the_original_set_finds_the_search_by_its_stored_spec(tmp_path, caplog):

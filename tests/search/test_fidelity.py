@@ -1,9 +1,11 @@
 """Multi-fidelity and the time budget in a real Ray search with fake trials (slow): trials stop at
 rungs, rung histories reach MLflow, Optuna hears each trial's highest rung, the budget stops sampling,
-and a killed multi-fidelity search resumes without repeating a trial."""
+a killed multi-fidelity search resumes without repeating a trial, and with a cheaper rung evaluation
+the front's members are scored again in full, also when the driver is killed while rescoring."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -87,3 +89,46 @@ def test_multi_fidelity_search_resumes_after_a_kill(tmp_path):
     after = {r.data.tags["lrl.trial_id"]: r.data.tags.get("lrl.rungs") for r in children}
     assert all(after[trial] == rungs for trial, rungs in kept.items())  # rungs kept as they were
     assert "6 trials finished, 0 failed" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_cheaply_scored_front_members_are_rescored_in_full_also_after_a_kill(tmp_path):
+    import os
+
+    cheap = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3, rung_evaluation: {epochs: 1}}"
+    spec = write_spec(tmp_path, search=f"seed: 4\n  {cheap}", num_samples=8)
+    calls = tmp_path / "calls.txt"
+    env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_CALLS": str(calls)}
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:  # the driver kills itself after logging a rescored trial's scores, before its tag
+        proc = start_cli(str(spec), env={**env, "LRL_CRASH_AT": "rescored-untagged"}, log=out)
+        try:
+            assert proc.wait(timeout=400) == -signal.SIGKILL, log.read_text()[-3000:]
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert "again with the full evaluation" in log.read_text()
+    resumed = run_cli(str(spec), "--resume", env=env, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "8 trials finished, 0 failed" in resumed.stdout
+    client, _, children = child_runs(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}", "fake")
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    front = [r for r in children if r.data.tags["pareto"] == "true"]
+    rescored = [r for r in children if r.data.tags.get("rescored") == "true"]
+    assert rescored and all(int(r.data.tags["rung"]) < 90 for r in rescored)
+    # every front member scored in full: it reached the top rung or was rescored
+    assert all(int(r.data.tags["rung"]) == 90 or r in rescored for r in front)
+    for run in rescored:  # the full score replaced the cheaper one (half of it in the fake); the history keeps it
+        cheaper = json.loads(run.data.tags["lrl.rungs"])[run.data.tags["rung"]]["quality"]
+        assert abs(run.data.metrics["quality"] - 2 * cheaper) < 1e-5
+        folder = tmp_path / "artifacts" / run.info.run_id
+        folder.mkdir(parents=True)
+        trial = json.loads(open(client.download_artifacts(run.info.run_id, "trial.json", str(folder))).read())
+        card = json.loads(open(client.download_artifacts(run.info.run_id, "model/card.json", str(folder))).read())
+        assert trial["quality"] == run.data.metrics["quality"] and card["tasks"]["pos"]["dev"] == trial["scores"]["pos"]
+    full_below_top = [line for line in calls.read_text().splitlines()
+                      if not line.endswith((" cheap", " 90"))]
+    # each rescored trial was scored in full once, the one whose rescoring the kill cut short twice
+    assert len(full_below_top) == len(rescored) + 1
