@@ -113,8 +113,8 @@ def fidelity(context, candidates, rungs: tuple[int, ...], factor: int, objective
     if context.plan.rung_evaluation is not None:
         while True:
             records = [{"id": str(i), "metrics": o["metrics"], "feasible": o["feasible"]} for i, (o, _) in stopped.items()]
-            todo = [i for i in stopped if str(i) in pareto_front(records, objectives)
-                    and stopped[i][1] < rungs[-1] and i not in rescored]
+            front = pareto_front(records, objectives)
+            todo = [i for i in stopped if str(i) in front and stopped[i][1] < rungs[-1] and i not in rescored]
             if not todo:
                 break
             for index in todo:

@@ -24,7 +24,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,18 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
     An exception (a NaN loss's FloatingPointError included) fails the trial; Tune retries it up to
     ``search.max_failures`` times.
     """
-    sys.unraisablehook = _ignore_exit
     candidate = to_candidate(config)
-    name = label(candidate)
+    progress = _worker(label(candidate))
+    progress("start")
+    for rung in context.rungs or (None,):  # a trial the scheduler stops is not called back after its report
+        if rung is not None:
+            progress(f"rung {rung} ({rung} distillation steps)")
+        tune.report(_report(evaluate_candidate(context, candidate, progress, rung=rung), rung))
+
+
+def _worker(name: str) -> Callable[[str], None]:
+    """Set up a Ray worker for a trial's work; returns its progress printer (to the worker's stderr)."""
+    sys.unraisablehook = _ignore_exit
     # As many torch threads as cores Ray gave the trial (search.resources.cpu): more threads than cores
     # oversubscribe them when trials run side by side.
     cores = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
@@ -70,13 +79,13 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
     def progress(message: str) -> None:
         print(f"[{name}] {message}", file=sys.stderr, flush=True)
 
-    progress("start")
-    for rung in context.rungs or (None,):  # a trial the scheduler stops is not called back after its report
-        if rung is not None:
-            progress(f"rung {rung} ({rung} distillation steps)")
-        outcome = evaluate_candidate(context, candidate, progress, rung=rung)
-        tune.report({**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung or 0,
-                     "result_json": json.dumps(outcome["result"], default=str)})
+    return progress
+
+
+def _report(outcome: dict[str, Any], rung: int | None) -> dict[str, Any]:
+    """A trial's report to Tune (and of its rescoring) from `evaluate_candidate`'s outcome."""
+    return {**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung or 0,
+            "result_json": json.dumps(outcome["result"], default=str)}
 
 
 def _ignore_exit(unraisable) -> None:
@@ -280,17 +289,8 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
 
 def _score_in_full(context: TrialContext, candidate: Candidate, rung: int) -> dict[str, Any]:
     """A Ray task: ``candidate``'s student at ``rung`` (from the stage cache) scored with the full evaluation."""
-    sys.unraisablehook = _ignore_exit
-    cores = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
-    torch.set_num_threads(max(1, int(cores)))
-    name = label(candidate)
-
-    def progress(message: str) -> None:
-        print(f"[{name} rescoring] {message}", file=sys.stderr, flush=True)
-
-    outcome = evaluate_candidate(context, candidate, progress, rung=rung, full_scoring=True)
-    return {**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung,
-            "result_json": json.dumps(outcome["result"], default=str)}
+    progress = _worker(f"{label(candidate)} rescoring")
+    return _report(evaluate_candidate(context, candidate, progress, rung=rung, full_scoring=True), rung)
 
 
 def rescore(spec: Spec, context: TrialContext, trials: list[tuple[str, Candidate, int]]) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
