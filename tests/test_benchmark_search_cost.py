@@ -1,0 +1,44 @@
+"""search_cost.py's parts run side by side in separate processes: the one that ends last joins them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import search_cost  # noqa: E402
+
+
+def _part(out: Path, name: str, seconds: int, **changes) -> dict:
+    result = {"setup": "maltese", "date": "2026-12-02", "rungs": (22, 66, 200), "factor": 3, "candidates": 6,
+              "seed": 0, "threads": 1, "rung_evaluation": {"seeds": None, "epochs": 2, "max_train_examples": 300},
+              "seconds": seconds, "parts": {name: {"seconds": seconds - 1.0, "cpu_seconds": seconds - 2.0, "steps": 10}},
+              **changes}
+    saved = {**result, "rungs": list(result["rungs"])}  # as json gives it back
+    (out / f"search-cost-maltese-{name}.json").write_text(json.dumps(saved), encoding="utf-8")
+    return result
+
+
+def test_parts_join_only_when_all_have_ended(tmp_path):
+    _part(tmp_path, "cache", 300)
+    mine = _part(tmp_path, "full", 500)
+    assert search_cost._joined(tmp_path, "maltese", mine) is None  # halving is still running
+    mine = _part(tmp_path, "halving", 200)
+    result, pieces = search_cost._joined(tmp_path, "maltese", mine)
+    assert set(pieces) == {"cache", "full", "halving"}
+    assert pieces["full"]["cpu_seconds"] == 498.0
+    assert result["seconds"] == 500  # side by side: the longest part is the wall time
+    assert result["side_by_side"] is True and "parts" not in result
+
+
+def test_a_part_from_another_run_is_not_joined(tmp_path):
+    _part(tmp_path, "cache", 300, candidates=8)  # a leftover of an earlier run over 8 candidates
+    _part(tmp_path, "full", 500)
+    mine = _part(tmp_path, "halving", 200)
+    assert search_cost._joined(tmp_path, "maltese", mine) is None
+    _part(tmp_path, "cache", 300)
+    result, pieces = search_cost._joined(tmp_path, "maltese", mine)
+    assert pieces["cache"]["seconds"] == 299.0 and result["candidates"] == 6
