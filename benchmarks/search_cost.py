@@ -5,6 +5,7 @@
     python benchmarks/search_cost.py --quick               # tiny sizes, to try it
     ... --candidates 8                                     # only the first 8 candidates (shuffled by --seed)
     ... --parts cache halving --threads 1 & ... --parts full --threads 1   # side by side, one core each
+    ... --join                                             # report the parts written so far, even if one is missing
 
 Both comparisons run the trials one after another through `search.objective.evaluate_candidate`,
 the objective every Ray trial calls, so Ray's scheduling adds no noise to the timings:
@@ -136,36 +137,41 @@ def halving(context, candidates, rungs: tuple[int, ...], factor: int, objectives
             "rescore_seconds": rescoring["seconds"], "rescore_cpu_seconds": rescoring["cpu_seconds"]}
 
 
-def report(setup: str, cache: dict, mf: dict, reference_point: tuple[float, float]) -> dict:
+def report(setup: str, cache: dict | None, mf: dict | None, reference_point: tuple[float, float]) -> dict:
+    """The table and the ratios of the comparisons that ran (``cache`` or ``mf`` None: that one did not)."""
     from search.pareto import hypervolume
 
-    hv_full = hypervolume(mf["full"]["points"], reference_point)
-    hv_half = hypervolume(mf["halving"]["points"], reference_point)
-    hv_cheap = hypervolume(mf["halving"]["cheap_points"], reference_point)
-    half = mf["halving"]
-    before = {"seconds": half["seconds"] - half["rescore_seconds"],
-              "cpu_seconds": half["cpu_seconds"] - half["rescore_cpu_seconds"], "steps": half["steps"]}
-    rows = [
-        ("(a) stage cache on", cache["on"], cache["trials"], ""),
-        ("(a) stage cache off", cache["off"], cache["trials"], ""),
-        ("(b) full fidelity", mf["full"], len(mf["full"]["points"]), f"{hv_full:.4g}"),
-        ("(b) multi-fidelity, before rescoring", before, len(half["points"]), f"{hv_cheap:.4g}"),
-        (f"(b) multi-fidelity, {half['rescored']} front members rescored", half, len(half["points"]), f"{hv_half:.4g}"),
-    ]
+    rows, ratios, hv = [], {}, {}
+    if cache is not None:
+        rows += [("(a) stage cache on", cache["on"], cache["trials"], ""),
+                 ("(a) stage cache off", cache["off"], cache["trials"], "")]
+        ratios.update({
+            "cache_on_over_off_seconds": cache["on"]["seconds"] / cache["off"]["seconds"],
+            "cache_on_over_off_cpu_seconds": cache["on"]["cpu_seconds"] / cache["off"]["cpu_seconds"],
+            "cache_on_over_off_steps": cache["on"]["steps"] / max(1, cache["off"]["steps"]),
+        })
+    if mf is not None:
+        half = mf["halving"]
+        hv = {"full": hypervolume(mf["full"]["points"], reference_point),
+              "halving": hypervolume(half["points"], reference_point),
+              "before_rescoring": hypervolume(half["cheap_points"], reference_point), "reference": reference_point}
+        before = {"seconds": half["seconds"] - half["rescore_seconds"],
+                  "cpu_seconds": half["cpu_seconds"] - half["rescore_cpu_seconds"], "steps": half["steps"]}
+        rows += [("(b) full fidelity", mf["full"], len(mf["full"]["points"]), f"{hv['full']:.4g}"),
+                 ("(b) multi-fidelity, before rescoring", before, len(half["points"]), f"{hv['before_rescoring']:.4g}"),
+                 (f"(b) multi-fidelity, {half['rescored']} front members rescored", half, len(half["points"]),
+                  f"{hv['halving']:.4g}")]
+        ratios.update({
+            "fidelity_over_full_seconds": half["seconds"] / mf["full"]["seconds"],
+            "fidelity_over_full_cpu_seconds": half["cpu_seconds"] / mf["full"]["cpu_seconds"],
+            "fidelity_over_full_steps": half["steps"] / max(1, mf["full"]["steps"]),
+            "hypervolume_ratio": hv["halving"] / hv["full"] if hv["full"] else float("nan"),
+            "hypervolume_ratio_before_rescoring": hv["before_rescoring"] / hv["full"] if hv["full"] else float("nan"),
+        })
     print(f"\n{setup}: | comparison | wall seconds | CPU seconds | distillation steps | trials | hypervolume (dev) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, cost, trials, hv in rows:
-        print(f"| {name} | {cost['seconds']:.0f} | {cost['cpu_seconds']:.0f} | {cost['steps']:,} | {trials} | {hv} |")
-    ratios = {
-        "cache_on_over_off_seconds": cache["on"]["seconds"] / cache["off"]["seconds"],
-        "cache_on_over_off_cpu_seconds": cache["on"]["cpu_seconds"] / cache["off"]["cpu_seconds"],
-        "cache_on_over_off_steps": cache["on"]["steps"] / max(1, cache["off"]["steps"]),
-        "fidelity_over_full_seconds": half["seconds"] / mf["full"]["seconds"],
-        "fidelity_over_full_cpu_seconds": half["cpu_seconds"] / mf["full"]["cpu_seconds"],
-        "fidelity_over_full_steps": half["steps"] / max(1, mf["full"]["steps"]),
-        "hypervolume_ratio": hv_half / hv_full if hv_full else float("nan"),
-        "hypervolume_ratio_before_rescoring": hv_cheap / hv_full if hv_full else float("nan"),
-    }
+    for name, cost, trials, volume in rows:
+        print(f"| {name} | {cost['seconds']:.0f} | {cost['cpu_seconds']:.0f} | {cost['steps']:,} | {trials} | {volume} |")
     goals = {"cache_on_over_off_seconds": ("<=", 1 / 3), "cache_on_over_off_cpu_seconds": ("<=", 1 / 3),
              "fidelity_over_full_seconds": ("<=", 1 / 3), "fidelity_over_full_cpu_seconds": ("<=", 1 / 3),
              "hypervolume_ratio": (">=", 0.95)}
@@ -174,8 +180,7 @@ def report(setup: str, cache: dict, mf: dict, reference_point: tuple[float, floa
         verdict = "" if goal is None else (" (goal %s %.2f: %s)" % (goal[0], goal[1], "met" if (
             value <= goal[1] if goal[0] == "<=" else value >= goal[1]) else "NOT met"))
         print(f"{name}: {value:.3f}{verdict}")
-    return {"ratios": ratios, "hypervolume": {"full": hv_full, "halving": hv_half, "before_rescoring": hv_cheap,
-                                              "reference": reference_point}}
+    return {"ratios": ratios, "hypervolume": hv}
 
 
 SETUPS = {
@@ -212,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run these parts only (default: all); processes that run the other parts can share "
                              "the machine (give each --threads 1), and the one that ends last writes the joint result")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--join", action="store_true",
+                        help="run nothing: report the parts that processes of this setup (and the same options) "
+                             "wrote to --out today, even when one is missing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.threads:
@@ -223,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = [p for p in PARTS if p in args.parts]
     label = "-".join(parts)
     runs = work / "runs"
-    for part in parts:
+    for part in [] if args.join else parts:
         shutil.rmtree(runs / PARTS[part], ignore_errors=True)
-    shutil.rmtree(runs / f"warm-up-{label}", ignore_errors=True)
+    if not args.join:
+        shutil.rmtree(runs / f"warm-up-{label}", ignore_errors=True)
     if setup == "maltese":
         from maltese import SCALES, write_spec
         from maltese_data import prepare_text
@@ -257,15 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     pool = all_candidates(spec, config)
     random.Random(args.seed).shuffle(pool)
     pool = pool[: args.candidates]
-    # untimed: the first trial of a process also pays for imports and first-use setup (at the lowest rung)
-    warm_up = runs / f"warm-up-{label}"
-    _run(dataclasses.replace(context, plan=dataclasses.replace(context.plan, cache_dir=str(warm_up))), pool[0],
-         rung=context.rungs[0])
     factor = spec.search.fidelity.reduction_factor
     result = {"setup": setup, "date": time.strftime("%Y-%m-%d"), "rungs": context.rungs, "factor": factor,
               "candidates": len(pool), "seed": args.seed, "threads": args.threads,
               "rung_evaluation": spec.search.fidelity.model_dump()["rung_evaluation"]}
     objectives = [("quality", "max"), ("params", "min")]
+    if args.join:
+        joint = _joined(args.out, setup, {**result, "seconds": 0, "parts": {}}, complete=False)
+        if joint is None:
+            print(f"no parts of this {setup} run in {args.out}", file=sys.stderr)
+            return 1
+        return _write(args.out, setup, *joint, reference)
+    # untimed: the first trial of a process also pays for imports and first-use setup (at the lowest rung)
+    warm_up = runs / f"warm-up-{label}"
+    _run(dataclasses.replace(context, plan=dataclasses.replace(context.plan, cache_dir=str(warm_up))), pool[0],
+         rung=context.rungs[0])
     started = time.time()
     pieces: dict[str, dict] = {}
     for part in parts:
@@ -287,10 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         if joint is None:
             return 0
         result, pieces = joint
-    summary = report(setup, pieces["cache"], {"full": pieces["full"], "halving": pieces["halving"]},
-                     (0.0, float(reference["params"])))
-    result.update(cache=pieces["cache"], fidelity={"full": pieces["full"], "halving": pieces["halving"]}, **summary)
-    (args.out / f"search-cost-{setup}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return _write(args.out, setup, result, pieces, reference)
+
+
+def _write(out: Path, setup: str, result: dict, pieces: dict, reference: dict) -> int:
+    mf = {"full": pieces["full"], "halving": pieces["halving"]} if {"full", "halving"} <= set(pieces) else None
+    summary = report(setup, pieces.get("cache"), mf, (0.0, float(reference["params"])))
+    result.update(cache=pieces.get("cache"), fidelity=mf, **summary)
+    (out / f"search-cost-{setup}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"{setup}: {result['seconds']} s in all")
     return 0
 
@@ -298,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
 PARTS = {"cache": "cache", "full": "fidelity/full", "halving": "fidelity/halving"}  # part -> its folder under runs/
 
 
-def _joined(out: Path, setup: str, mine: dict) -> tuple[dict, dict] | None:
-    """The parts of one comparison that separate processes ran side by side, once all of them have ended;
-    None while one is missing. Part files from another run (other setup, date, candidates...) are not joined."""
+def _joined(out: Path, setup: str, mine: dict, complete: bool = True) -> tuple[dict, dict] | None:
+    """The parts of one comparison that separate processes ran side by side, once all of them have ended
+    (``complete``; else those there are); None while one is missing (or none is there). Part files from
+    another run (other setup, date, candidates...) are not joined."""
     same = ("setup", "date", "rungs", "factor", "candidates", "seed", "rung_evaluation")
     result, pieces = dict(mine), {}
     for path in sorted(out.glob(f"search-cost-{setup}-*.json")):
@@ -310,7 +330,8 @@ def _joined(out: Path, setup: str, mine: dict) -> tuple[dict, dict] | None:
             continue
         pieces.update(theirs["parts"])
         result["seconds"] = max(result["seconds"], theirs["seconds"])  # side by side: the longest is the wall time
-    if set(pieces) != set(PARTS):
+    missing = set(PARTS) - set(pieces)
+    if (complete and missing) or not pieces:
         return None
     result.pop("parts")
     result["side_by_side"] = True

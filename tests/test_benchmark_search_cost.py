@@ -42,3 +42,11 @@ def test_a_part_from_another_run_is_not_joined(tmp_path):
     _part(tmp_path, "cache", 300)
     result, pieces = search_cost._joined(tmp_path, "maltese", mine)
     assert pieces["cache"]["seconds"] == 299.0 and result["candidates"] == 6
+
+
+def test_join_on_request_reports_the_parts_there_are(tmp_path):
+    mine = {**_part(tmp_path, "full", 500), "seconds": 0, "parts": {}}
+    assert search_cost._joined(tmp_path, "maltese", mine) is None
+    result, pieces = search_cost._joined(tmp_path, "maltese", mine, complete=False)
+    assert set(pieces) == {"full"} and result["seconds"] == 500
+    assert search_cost._joined(tmp_path / "nothing", "maltese", mine, complete=False) is None
