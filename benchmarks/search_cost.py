@@ -92,14 +92,14 @@ def _values(metrics, objectives) -> tuple[float, ...]:
     return tuple(float(metrics[m]) if d == "min" else -float(metrics[m]) for m, d in objectives)
 
 
-def full_fidelity(context, candidates, rungs: tuple[int, ...], objectives, work: Path) -> dict:
+def full_fidelity(context, candidates, rungs: tuple[int, ...], objectives, work: Path, run=_run) -> dict:
     """(b), one side: every candidate trained to the longest rung and scored in full."""
     full_ctx = dataclasses.replace(context, rungs=rungs, plan=dataclasses.replace(context.plan, cache_dir=str(work / "full")))
-    full = [_run(full_ctx, c, rung=rungs[-1]) for c in candidates]
+    full = [run(full_ctx, c, rung=rungs[-1]) for c in candidates]
     return {**_cost(full), "points": [_values(r[0]["metrics"], objectives) for r in full]}
 
 
-def halving(context, candidates, rungs: tuple[int, ...], factor: int, objectives, work: Path) -> dict:
+def halving(context, candidates, rungs: tuple[int, ...], factor: int, objectives, work: Path, run=_run) -> dict:
     """(b), the other side: successive halving over the same candidates in the same order; with a cheaper
     rung evaluation, the front's members that stopped below the top rung are then scored again in full
     (as the search does when it ends, `search.driver.TrialBook.rescore_front`)."""
@@ -112,7 +112,7 @@ def halving(context, candidates, rungs: tuple[int, ...], factor: int, objectives
     trained = []
     for index, candidate in enumerate(candidates):
         for rung in rungs:
-            trained.append(_run(halving_ctx, candidate, rung=rung))
+            trained.append(run(halving_ctx, candidate, rung=rung))
             outcome = trained[-1][0]
             results[rung][index] = _values(outcome["metrics"], objectives)
             if rung == rungs[-1] or not promoted(results[rung], index, factor):
@@ -128,7 +128,7 @@ def halving(context, candidates, rungs: tuple[int, ...], factor: int, objectives
             if not todo:
                 break
             for index in todo:
-                rescorings.append(_run(halving_ctx, candidates[index], rung=stopped[index][1], full_scoring=True))
+                rescorings.append(run(halving_ctx, candidates[index], rung=stopped[index][1], full_scoring=True))
                 stopped[index] = (rescorings[-1][0], stopped[index][1])
                 rescored.append(index)
     rescoring = _cost(rescorings)
@@ -204,6 +204,43 @@ SETUPS = {
 }
 
 
+def prepared(setup: str, work: Path, seed: int = 0, count: int | None = None):
+    """The setup's spec, search context (its teacher prepared), teacher reference, the candidates in the
+    order the comparisons take them (shuffled by ``seed``, the first ``count``), and the setting."""
+    if setup == "maltese":
+        from maltese import SCALES, write_spec
+        from maltese_data import prepare_text
+
+        scale = SCALES["cpu"]
+        data = Path(os.environ.get("LRL_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+        base = REPO / "benchmarks" / "work" / "maltese-cpu"
+        text = base / "text"
+        prepare_text(data, text)
+        from maltese import search_space
+
+        steps = scale.distill.steps
+        setting = {"spec": write_spec(scale, base, text, data, space=search_space(scale), distill_steps=steps,
+                                      samples=8),
+                   # one seed, not the benchmark's two, and 2 trials for the cache: on 2 cores a full trial
+                   # (two 200-step distillations, adapters on 3 tasks) takes about 10 min
+                   "overrides": ["evaluation.seeds=[1]",
+                                 f"search.fidelity={{min_steps: {steps // 9}, max_steps: {steps}, reduction_factor: 3, "
+                                 "rung_evaluation: {epochs: 2, max_train_examples: 300}}"],
+                   "cache_trials": 2, "teacher_cache": base / "cache"}  # the Maltese benchmark's teacher, built once
+    else:
+        setting = SETUPS[setup]
+    teacher_cache = setting.get("teacher_cache", work / "teacher-cache")
+    spec, context, reference = _context(setting["spec"], [*setting["overrides"], f"search.cache_dir={teacher_cache}"])
+    from search.space import candidates as all_candidates
+    from search.spec import teacher_config
+
+    config = teacher_config(spec)
+    pool = all_candidates(spec, config)
+    random.Random(seed).shuffle(pool)
+    pool = pool[:count]
+    return spec, context, reference, pool, setting
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", choices=["demo", "maltese", "quick"], default="demo")
@@ -235,37 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(runs / PARTS[part], ignore_errors=True)
     if not args.join:
         shutil.rmtree(runs / f"warm-up-{label}", ignore_errors=True)
-    if setup == "maltese":
-        from maltese import SCALES, write_spec
-        from maltese_data import prepare_text
-
-        scale = SCALES["cpu"]
-        data = Path(os.environ.get("LRL_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
-        base = REPO / "benchmarks" / "work" / "maltese-cpu"
-        text = base / "text"
-        prepare_text(data, text)
-        from maltese import search_space
-
-        steps = scale.distill.steps
-        setting = {"spec": write_spec(scale, base, text, data, space=search_space(scale), distill_steps=steps,
-                                      samples=8),
-                   # one seed, not the benchmark's two, and 2 trials for the cache: on 2 cores a full trial
-                   # (two 200-step distillations, adapters on 3 tasks) takes about 10 min
-                   "overrides": ["evaluation.seeds=[1]",
-                                 f"search.fidelity={{min_steps: {steps // 9}, max_steps: {steps}, reduction_factor: 3, "
-                                 "rung_evaluation: {epochs: 2, max_train_examples: 300}}"],
-                   "cache_trials": 2, "teacher_cache": base / "cache"}  # the Maltese benchmark's teacher, built once
-    else:
-        setting = SETUPS[setup]
-    teacher_cache = setting.get("teacher_cache", work / "teacher-cache")
-    spec, context, reference = _context(setting["spec"], [*setting["overrides"], f"search.cache_dir={teacher_cache}"])
-    from search.space import candidates as all_candidates
-    from search.spec import teacher_config
-
-    config = teacher_config(spec)
-    pool = all_candidates(spec, config)
-    random.Random(args.seed).shuffle(pool)
-    pool = pool[: args.candidates]
+    spec, context, reference, pool, setting = prepared(setup, work, args.seed, args.candidates)
     factor = spec.search.fidelity.reduction_factor
     result = {"setup": setup, "date": time.strftime("%Y-%m-%d"), "rungs": context.rungs, "factor": factor,
               "candidates": len(pool), "seed": args.seed, "threads": args.threads,

@@ -50,3 +50,18 @@ def test_join_on_request_reports_the_parts_there_are(tmp_path):
     result, pieces = search_cost._joined(tmp_path, "maltese", mine, complete=False)
     assert set(pieces) == {"full"} and result["seconds"] == 500
     assert search_cost._joined(tmp_path / "nothing", "maltese", mine, complete=False) is None
+
+
+def test_trial_ends_are_read_after_the_teachers_evaluation(tmp_path):
+    import search_cost_prefix
+
+    log = tmp_path / "part.log"
+    log.write_text("\n".join([
+        "10:00:00 pipeline.evaluate: sentiment seed 1: test macro_f1 0.5 (dev 0.5)",  # the teacher's own
+        "10:00:05 search.prepare: teacher latency: 9.14 ms on torch",
+        "10:01:00 pipeline.evaluate: pos seed 1: test accuracy 0.3 (dev 0.3)",
+        "10:01:10 pipeline.evaluate: sentiment seed 1: test macro_f1 0.4 (dev 0.4)",  # the warm-up ends
+        "10:01:11 pipeline.evaluate: sentiment seed 1 epoch 4/10: train loss 0.6",
+        "10:11:10 pipeline.evaluate: sentiment seed 1: test macro_f1 0.6 (dev 0.6)",
+    ]), encoding="utf-8")
+    assert search_cost_prefix.trial_ends(log, "sentiment") == [36070, 36670]
