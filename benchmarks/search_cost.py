@@ -221,8 +221,8 @@ def prepared(setup: str, work: Path, seed: int = 0, count: int | None = None):
         steps = scale.distill.steps
         setting = {"spec": write_spec(scale, base, text, data, space=search_space(scale), distill_steps=steps,
                                       samples=8),
-                   # one seed, not the benchmark's two, and 2 trials for the cache: on 2 cores a full trial
-                   # (two 200-step distillations, adapters on 3 tasks) takes about 10 min
+                   # one seed, not the benchmark's two, and 2 trials for the cache: on one core a full trial
+                   # (two 200-step distillations, adapters on 3 tasks) took 15-25 min on 2026-12-02
                    "overrides": ["evaluation.seeds=[1]",
                                  f"search.fidelity={{min_steps: {steps // 9}, max_steps: {steps}, reduction_factor: 3, "
                                  "rung_evaluation: {epochs: 2, max_train_examples: 300}}"],
@@ -332,6 +332,8 @@ def _joined(out: Path, setup: str, mine: dict, complete: bool = True) -> tuple[d
     result, pieces = dict(mine), {}
     for path in sorted(out.glob(f"search-cost-{setup}-*.json")):
         theirs = json.loads(path.read_text(encoding="utf-8"))
+        if "parts" not in theirs:  # a joint result, or search_cost_prefix.py's
+            continue
         if any(json.dumps(mine.get(k)) != json.dumps(theirs.get(k)) for k in same):  # tuples and lists alike
             log.info("%s is from another run (it differs in one of %s); not joined", path, ", ".join(same))
             continue

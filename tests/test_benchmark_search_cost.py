@@ -65,3 +65,12 @@ def test_trial_ends_are_read_after_the_teachers_evaluation(tmp_path):
         "10:11:10 pipeline.evaluate: sentiment seed 1: test macro_f1 0.6 (dev 0.6)",
     ]), encoding="utf-8")
     assert search_cost_prefix.trial_ends(log, "sentiment") == [36070, 36670]
+
+
+def test_results_that_are_not_parts_are_left_out(tmp_path):
+    (tmp_path / "search-cost-maltese-first-3.json").write_text(json.dumps(
+        {"setup": "maltese", "date": "2026-12-02", "rungs": [22, 66, 200], "factor": 3, "candidates": 6, "seed": 0,
+         "rung_evaluation": {"seeds": None, "epochs": 2, "max_train_examples": 300}, "seconds": 9}), encoding="utf-8")
+    mine = _part(tmp_path, "full", 500)
+    result, pieces = search_cost._joined(tmp_path, "maltese", mine, complete=False)
+    assert set(pieces) == {"full"} and result["seconds"] == 500
