@@ -204,6 +204,9 @@ SETUPS = {
 }
 
 
+PARTS = {"cache": "cache", "full": "fidelity/full", "halving": "fidelity/halving"}  # part -> its folder under runs/
+
+
 def prepared(setup: str, work: Path, seed: int = 0, count: int | None = None):
     """The setup's spec, search context (its teacher prepared), teacher reference, the candidates in the
     order the comparisons take them (shuffled by ``seed``, the first ``count``), and the setting."""
@@ -319,9 +322,6 @@ def _write(out: Path, setup: str, result: dict, pieces: dict, reference: dict) -
     (out / f"search-cost-{setup}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"{setup}: {result['seconds']} s in all")
     return 0
-
-
-PARTS = {"cache": "cache", "full": "fidelity/full", "halving": "fidelity/halving"}  # part -> its folder under runs/
 
 
 def _joined(out: Path, setup: str, mine: dict, complete: bool = True) -> tuple[dict, dict] | None:

@@ -54,19 +54,16 @@ class Replay:
 
     def __call__(self, context, candidate, rung=None, full_scoring=False):
         label = (self.pool.index(candidate), rung, full_scoring)
+        seconds = self.costs.get(label)
         if self.ends is not None:
             if self.calls + 1 >= len(self.ends):
                 raise _LogEnded
-            seconds = float(self.ends[self.calls + 1] - self.ends[self.calls])
+            seconds = self.labelled[label] = float(self.ends[self.calls + 1] - self.ends[self.calls])
             self.calls += 1
-            outcome, _, _ = search_cost._run(context, candidate, rung=rung, full_scoring=full_scoring)
-            self.labelled[label] = seconds
-        elif label in self.costs:
-            outcome, _, _ = search_cost._run(context, candidate, rung=rung, full_scoring=full_scoring)
-            seconds = self.costs[label]
-        else:
+        elif seconds is None:
             log.info("not in the log, running it now: candidate %d, rung %s, full scoring %s", *label)
-            outcome, seconds, _ = search_cost._run(context, candidate, rung=rung, full_scoring=full_scoring)
+        outcome, spent, _ = search_cost._run(context, candidate, rung=rung, full_scoring=full_scoring)
+        seconds = spent if seconds is None else seconds
         result = outcome["result"]
         keys = result.get("stage_keys", {})
         result["cached"] = [stage for stage, key in keys.items() if key in self.seen]  # as in the side's own cache
