@@ -4,28 +4,24 @@ Sources (``../shared/data/mt``, see its README): PARSEME news sentences (``raw``
 ``raw-extra`` except ``flores`` (SIB-200, the topic task, is FLORES text). Laws of Malta are 90% of
 the words and one narrow domain; by default a third of their lines is kept, so news, speech and
 government text are not drowned (about 2.2M words). Lines equal to any task's text (train, dev or
-test) are dropped, and the held-out lines are a seeded sample that training never sees.
+test) are dropped, compared without whitespace or case (`pipeline.corpus.text_key`, so a POS
+sentence's tokens match the raw line they came from), and the held-out lines are a seeded sample that training never sees.
 """
 
 from __future__ import annotations
 
 import csv
 import random
-import re
 from pathlib import Path
 
 from pipeline.config import TaskSource
-from pipeline.corpus import read_parseme
+from pipeline.corpus import drop_texts, read_parseme, text_key
 from pipeline.data import load_task
 
-__all__ = ["prepare_text"]
+__all__ = ["prepare_text", "task_texts"]
 
 TASKS = {"pos": "pos", "topic": "topic", "sentiment": "sentiment"}
 _PLAIN = ("korpus-malti-v4.2-unseen", "ntrex128", "webnlg2023-mt", "maltese-simplification-corpus")
-
-
-def _normal(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
 
 
 def _lines(mt: Path, legal_share: float, rng: random.Random) -> dict[str, list[str]]:
@@ -47,9 +43,20 @@ def _lines(mt: Path, legal_share: float, rng: random.Random) -> dict[str, list[s
     return {name: [line.strip() for line in lines if len(line.split()) >= 3] for name, lines in sources.items()}
 
 
+def task_texts(mt: Path) -> dict[str, list]:
+    """Every labelled input of the benchmark's tasks (train, dev and test), per task: strings for the
+    classification tasks, token lists for POS."""
+    texts = {}
+    for task, folder in TASKS.items():
+        loaded = load_task(task, TaskSource(str(mt / folder)))
+        texts[task] = [x for split in (loaded.train, loaded.dev, loaded.test) for x in split.inputs]
+    return texts
+
+
 def prepare_text(data: Path, out: Path, *, heldout_lines: int = 2000, legal_share: float = 1 / 3,
                  seed: int = 0) -> dict:
-    """Write ``out/corpus.txt`` and ``out/heldout.txt``; returns what went in (lines and words per source).
+    """Write ``out/corpus.txt`` and ``out/heldout.txt``; returns what went in (lines and words per source)
+    and what was removed because a task holds it.
 
     Args:
         data: the shared data folder (holding ``mt/``).
@@ -61,18 +68,20 @@ def prepare_text(data: Path, out: Path, *, heldout_lines: int = 2000, legal_shar
     mt = data / "mt"
     rng = random.Random(seed)
     sources = _lines(mt, legal_share, rng)
-    task_texts = set()
-    for task, folder in TASKS.items():
-        loaded = load_task(task, TaskSource(str(mt / folder)))
-        for split in (loaded.train, loaded.dev, loaded.test):
-            task_texts |= {_normal(" ".join(x) if isinstance(x, list) else x) for x in split.inputs}
-    seen, lines, dropped = set(), [], 0
-    for name, texts in sources.items():
+    by_task = task_texts(mt)
+    removed: dict[str, dict[str, int]] = {}  # source -> task -> lines removed
+    examples: list[dict] = []
+    for name in sources:
+        for task, texts in by_task.items():
+            sources[name], dropped = drop_texts(sources[name], texts)
+            if dropped:
+                removed.setdefault(name, {})[task] = len(dropped)
+                examples += [{"source": name, "task": task, "line": line} for line in dropped[:2]]
+    seen, lines = set(), []
+    for texts in sources.values():
         for line in texts:
-            key = _normal(line)
-            if key in task_texts:
-                dropped += 1
-            elif key not in seen:
+            key = text_key(line)
+            if key not in seen:
                 seen.add(key)
                 lines.append(line)
     rng.shuffle(lines)
@@ -83,5 +92,6 @@ def prepare_text(data: Path, out: Path, *, heldout_lines: int = 2000, legal_shar
     return {
         "sources": {name: {"lines": len(texts), "words": sum(len(t.split()) for t in texts)} for name, texts in sources.items()},
         "corpus_lines": len(corpus), "corpus_words": sum(len(t.split()) for t in corpus),
-        "heldout_lines": len(heldout), "dropped_task_texts": dropped, "legal_share": legal_share,
+        "heldout_lines": len(heldout), "dropped_task_texts": sum(n for per in removed.values() for n in per.values()),
+        "removed_task_texts": {"by_source": removed, "examples": examples[:20]}, "legal_share": legal_share,
     }

@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.config import CorpusSource
 from pipeline.errors import UsageError
 from pipeline.textfile import lines
 
-__all__ = ["read_corpus", "read_parseme", "split_heldout"]
+__all__ = ["drop_texts", "read_corpus", "read_parseme", "split_heldout", "text_key"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,30 @@ def read_corpus(source: CorpusSource | str) -> list[str]:
         raise UsageError(f"{source.source}: corpus is empty{window}")
     log.debug("read %d lines from %s", len(lines), source.source)
     return lines
+
+
+def text_key(text: str | Sequence[str]) -> str:
+    """What two renderings of one sentence share: its characters without any whitespace, case-folded.
+
+    A token list (a CoNLL-U sentence: ``["Fil-", "qalba", ",", ...]``) and the raw line it was cut from
+    (``"Fil-qalba, ..."``) get the same key, whatever spacing the tokenisation or the corpus used.
+    """
+    joined = text if isinstance(text, str) else "".join(text)
+    return re.sub(r"\s+", "", joined).casefold()
+
+
+def drop_texts(lines: Iterable[str], texts: Iterable[str | Sequence[str]]) -> tuple[list[str], list[str]]:
+    """``lines`` without those equal to any of ``texts`` (compared by `text_key`): ``(kept, removed)``.
+
+    ``texts`` may mix raw strings and token lists, e.g. every labelled sentence of the downstream
+    tasks, so that none of them reaches a training or held-out corpus.
+    """
+    keys = {text_key(text) for text in texts}
+    keys.discard("")
+    kept, removed = [], []
+    for line in lines:
+        (removed if text_key(line) in keys else kept).append(line)
+    return kept, removed
 
 
 def split_heldout(texts: list[str], fraction: float = 0.05, max_lines: int = 1000) -> tuple[list[str], list[str]]:

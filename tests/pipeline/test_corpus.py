@@ -93,3 +93,21 @@ def test_hub_corpus_without_cap_is_not_streamed_and_columns_are_checked(monkeypa
     assert calls == [{"split": "dev", "streaming": False, "revision": "v2", "data_dir": "x"}]
     with pytest.raises(UsageError, match=r"no column 'content' \(columns: text, id\)"):
         read_corpus(CorpusSource("hf:a/b", text_column="content"))
+
+
+def test_a_pos_sentence_planted_in_a_corpus_is_found(shared_data):
+    """A POS sentence is a token list; the corpus holds its raw line, spaced differently."""
+    from pipeline.config import TaskSource
+    from pipeline.corpus import drop_texts, text_key
+    from pipeline.data import load_task
+
+    conllu = (shared_data / "mt" / "pos" / "mt_mudt-ud-dev.conllu").read_text(encoding="utf-8")
+    raw = next(line.removeprefix("# text = ") for line in conllu.splitlines() if line.startswith("# text = "))
+    pos = load_task("pos", TaskSource(str(shared_data / "mt" / "pos")))
+    tokens = pos.dev.inputs[0]
+    assert " ".join(tokens) != raw  # "Fil- qalba ... Naxxar , Jason": the old comparison missed it
+    assert text_key(tokens) == text_key(raw)
+    corpus = ["Din hija sentenza oħra.", raw.upper(), "  " + raw.replace(" ", "  ") + " ", "Xi ħaġa oħra."]
+    kept, removed = drop_texts(corpus, [x for split in (pos.train, pos.dev, pos.test) for x in split.inputs])
+    assert kept == ["Din hija sentenza oħra.", "Xi ħaġa oħra."]
+    assert len(removed) == 2
