@@ -37,7 +37,7 @@ from pipeline.config import TASKS, EvalConfig, TaskSource, TaskTraining
 from pipeline.data import TaskData, load_task
 from pipeline.errors import UsageError
 from pipeline.families import max_positions
-from pipeline.metrics import score, task_metric
+from pipeline.metrics import example_stats, score, task_metric
 
 __all__ = ["add_arguments", "evaluate_task", "main"]
 
@@ -69,7 +69,9 @@ def evaluate_task(
         ``task, metric, mean, std, scores`` (one per seed, test split), ``dev_mean, dev_std,
         dev_scores`` (the same on dev: what a search selects on), ``seeds``,
         ``epochs`` (the epoch each seed tested), ``sizes`` (examples used per split), ``num_labels``,
-        ``method``, ``scoring``, ``seconds``.
+        ``method``, ``scoring``, ``seconds``, ``cpu_seconds`` (this process's CPU time, training and
+        scoring) and ``examples``: per split (``dev``, ``test``) one `pipeline.metrics.example_stats`
+        per seed, what a paired bootstrap over examples needs.
 
     Raises:
         UsageError: bad data or a model directory that does not load.
@@ -85,7 +87,7 @@ def evaluate_task(
     method = training.method or cfg.method
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if Path(model_dir).expanduser().is_dir():  # a hub id (a teacher used as it is) is checked as it loads
         check_model_dir(model_dir)
     config = modeling.load_config(model_dir)
@@ -105,13 +107,15 @@ def evaluate_task(
     }
     fallback = _most_frequent(data)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores, dev_scores, epochs = [], [], []
+    scores, dev_scores, epochs, examples = [], [], [], {"dev": [], "test": []}
     for seed in cfg.seeds:
         model, epoch = _train(model_dir, data, encoded, training, method, seed, pad_id, device, progress, task)
-        test = _score_split(model, encoded["test"], splits["test"], data, task, cfg.scoring, fallback, pad_id, device)
-        dev = _score_split(model, encoded["dev"], splits["dev"], data, task, cfg.scoring, fallback, pad_id, device)
-        scores.append(test)
-        dev_scores.append(dev)
+        for name in ("test", "dev"):
+            gold, predicted = _split_outputs(model, encoded[name], splits[name], data, cfg.scoring, fallback, pad_id,
+                                             device)
+            (scores if name == "test" else dev_scores).append(score(task, gold, predicted, cfg.scoring))
+            examples[name].append(example_stats(task, gold, predicted, cfg.scoring, data.labels))
+        test, dev = scores[-1], dev_scores[-1]
         epochs.append(epoch)
         _report(progress, f"{task} seed {seed}: test {task_metric(task, cfg.scoring)} {test:.4f} (dev {dev:.4f})")
     return {
@@ -132,6 +136,8 @@ def evaluate_task(
         "model": str(model_dir),
         "data": source.source,
         "seconds": round(time.perf_counter() - started, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "examples": examples,
     }
 
 
@@ -303,10 +309,15 @@ def _predict(model, rows, pad_id, device, batch_size: int = 64) -> list:
 
 
 def _score_split(model, rows, split, data: TaskData, task, scoring, fallback, pad_id, device) -> float:
+    return score(task, *_split_outputs(model, rows, split, data, scoring, fallback, pad_id, device), scoring)
+
+
+def _split_outputs(model, rows, split, data: TaskData, scoring, fallback, pad_id, device) -> tuple[list, list]:
+    """``(gold, predicted)`` of a split as the task's metric takes them: labels, or tag sequences."""
     predicted = _predict(model, rows, pad_id, device)
     labels = data.labels
     if data.kind == "classification":
-        return score(task, list(split.targets), [labels[p] for p in predicted], scoring)
+        return list(split.targets), [labels[p] for p in predicted]
     gold_seqs, pred_seqs = [], []
     for row, tags, pred in zip(rows, split.targets, predicted):
         if scoring == "subword":
@@ -320,7 +331,7 @@ def _score_split(model, rows, split, data: TaskData, task, scoring, fallback, pa
                 words[word] = labels[pred[position]]
         gold_seqs.append(list(tags))
         pred_seqs.append(words)
-    return score(task, gold_seqs, pred_seqs, scoring)
+    return gold_seqs, pred_seqs
 
 
 # ---------------------------------------------------------------- command line

@@ -45,3 +45,45 @@ def test_task_metric_names_and_dispatch():
     assert score("pos", [["A", "B"]], [["A", "A"]]) == 0.5
     with pytest.raises(ValueError, match="sequence 0"):
         token_accuracy([["A"]], [["A", "B"]])
+
+
+def _random_labels(rng, n, labels):
+    return [labels[i] for i in rng.integers(0, len(labels), n)]
+
+
+def test_resampled_scores_equal_the_metrics_on_the_same_examples():
+    import numpy as np
+
+    from pipeline.metrics import example_stats, resampled_scores
+
+    rng = np.random.default_rng(0)
+    labels = ["neg", "pos", "mixed"]
+    gold, pred = _random_labels(rng, 60, labels), _random_labels(rng, 60, labels)
+    tags = ["B-PER", "I-PER", "B-LOC", "O", "O"]
+    gold_seqs = [_random_labels(rng, int(rng.integers(1, 9)), tags) for _ in range(40)]
+    pred_seqs = [_random_labels(rng, len(g), tags) for g in gold_seqs]
+    upos = ["NOUN", "VERB", "DET"]
+    gold_pos = [_random_labels(rng, int(rng.integers(1, 9)), upos) for _ in range(40)]
+    pred_pos = [_random_labels(rng, len(g), upos) for g in gold_pos]
+    cases = [("topic", gold, pred, "word"), ("ner", gold_seqs, pred_seqs, "word"),
+             ("pos", gold_pos, pred_pos, "word"), ("pos", gold_pos, pred_pos, "subword")]
+    for task, g, p, scoring in cases:
+        stats = example_stats(task, g, p, scoring, labels)
+        assert resampled_scores(stats, np.arange(len(g)))[0] == pytest.approx(score(task, g, p, scoring))
+        for draw in rng.integers(0, len(g), size=(5, len(g))):  # a resample, repeats included
+            expected = score(task, [g[i] for i in draw], [p[i] for i in draw], scoring)
+            assert resampled_scores(stats, draw)[0] == pytest.approx(expected), (task, scoring)
+    batch = rng.integers(0, 60, size=(7, 60))
+    stats = example_stats("topic", gold, pred, "word", labels)
+    assert resampled_scores(stats, batch).shape == (7,)
+
+
+def test_example_stats_by_hand():
+    from pipeline.metrics import example_stats
+
+    assert example_stats("pos", [["A", "B"], ["C"]], [["A", "A"], ["C"]]) == {
+        "metric": "accuracy", "correct": [1, 1], "total": [2, 1]}
+    assert example_stats("ner", [["B-PER", "I-PER", "O"]], [["B-PER", "O", "B-LOC"]]) == {
+        "metric": "entity_f1", "tp": [0], "fp": [2], "fn": [1]}
+    assert example_stats("sentiment", ["1", "0"], ["1", "1"], labels=["0", "1"]) == {
+        "metric": "macro_f1", "gold": [1, 0], "pred": [1, 1]}
