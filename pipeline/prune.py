@@ -28,8 +28,12 @@ __all__ = ["prune_ffn", "importance", "add_arguments", "main"]
 log = logging.getLogger(__name__)
 
 
-def importance(model, tokenizer, texts: list[str], cfg: PruneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def importance(model, tokenizer, texts: list[str], cfg: PruneConfig,
+               counts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Taylor importance of FFN neurons and heads from one MLM pass over ``texts``.
+
+    ``counts``, when given, receives ``batches`` and ``positions`` (padded positions the pass ran
+    forward and backward, what its compute is proportional to).
 
     Returns:
         ``(ffn, heads)``: ``[num_layers, intermediate_size]`` and ``[num_layers, num_heads]``.
@@ -62,6 +66,9 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig) -> tuple[to
                 break
             batch = {key: value.to(device) for key, value in batch.items()}
             labels = batch.pop("labels")
+            if counts is not None:
+                counts["batches"] = counts.get("batches", 0) + 1
+                counts["positions"] = counts.get("positions", 0) + labels.numel()
             model.zero_grad(set_to_none=True)
             gates.grad = None
             mlm_loss(model(**batch).logits, labels).backward()
@@ -91,7 +98,8 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
 
     Returns:
         ``(model, tokenizer, metrics)``: a new model with ``config.intermediate_size == F`` on the
-        original model's device; metrics hold ``params`` and ``batches``.
+        original model's device; metrics hold ``params``, ``intermediate_size``, ``batches`` and
+        ``positions`` (of the importance pass).
 
     Raises:
         UsageError: when ``F`` is larger than the current width or below 1.
@@ -101,7 +109,8 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
         raise UsageError(f"FFN size {intermediate_size} must be between 1 and the model's {width}")
     home = next(model.parameters()).device
     model.to(device or home)
-    ffn, heads = importance(model, tokenizer, texts, cfg)
+    counts: dict = {}
+    ffn, heads = importance(model, tokenizer, texts, cfg, counts)
     model.to(home)
     keep = ffn.argsort(dim=1, descending=True)[:, :intermediate_size]  # [layers, F]
     head_order = heads.argsort(dim=1, descending=True) if cfg.reorder_heads else None
@@ -129,7 +138,7 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
             state[name] = modeling.select(state[name], (1,), dims)
     new = modeling.rebuild(model, state, intermediate_size=intermediate_size)
     log.info("pruned FFN %d -> %d in %d layers", width, intermediate_size, len(keep))
-    return new, tokenizer, {"params": new.num_parameters(), "intermediate_size": intermediate_size}
+    return new, tokenizer, {"params": new.num_parameters(), "intermediate_size": intermediate_size, **counts}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

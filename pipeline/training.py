@@ -118,6 +118,8 @@ class Fidelity:
 
     Attributes:
         stop_at: the step to stop at (at most ``TrainConfig.steps``); the run is a prefix of the full one.
+            0 trains nothing: the model comes back as it was given (a rung before any training, where a
+            student is judged on what the training-free stages left).
         rungs: every rung of the search; each is a held-out checkpoint, in a stopped run and a straight one.
         resume: a state file a shorter run of the same settings saved, to continue from; None: start.
         save: where to save the state at ``stop_at``, for a longer run to continue; None: nowhere.
@@ -160,8 +162,10 @@ def train_loop(
     Returns:
         ``params, steps, loss_start, loss_end`` (means of the first and last step losses: ten, or a
         quarter of the run when shorter),
-        ``heldout_loss`` (best), ``heldout_loss_start``, ``best_step``, ``tokens``, ``seconds``; with a
-        fidelity also ``stop_at`` (``steps`` stays the schedule's length) and ``resumed_from``.
+        ``heldout_loss`` (best), ``heldout_loss_start``, ``best_step``, ``tokens`` (trained on),
+        ``heldout_evals`` (held-out passes) and ``heldout_tokens`` (tokens of one pass), ``seconds``;
+        with a fidelity also ``stop_at`` (``steps`` stays the schedule's length) and ``resumed_from``.
+        A continued run counts its tokens and held-out passes from the start of the schedule.
 
     Raises:
         UsageError: when ``texts`` holds no usable line, or the fidelity does not fit the run.
@@ -175,6 +179,7 @@ def train_loop(
     if not rows:
         raise UsageError("the training corpus is empty after tokenisation")
     heldout_rows = heldout_rows or rows[: cfg.batch_size * 4]
+    heldout_tokens = sum(len(row) for row in heldout_rows)
     per_epoch = math.ceil(len(rows) / cfg.batch_size)
     total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * per_epoch / cfg.grad_accum)
     home = next(model.parameters()).device
@@ -197,13 +202,17 @@ def train_loop(
             for batch in batches:
                 losses.append(float(compute_loss(model, _to(batch, device))[0]))
         model.train()
+        metrics["heldout_evals"] += 1
         return sum(losses) / len(losses)
 
-    metrics = {"steps": total, "loss_start": None, "loss_end": None, "tokens": 0, "best_step": 0}
-    if total == 0:
-        model.to(home)
-        return {**metrics, "params": model.num_parameters(), "heldout_loss": None, "seconds": 0.0}
+    metrics = {"steps": total, "loss_start": None, "loss_end": None, "tokens": 0, "best_step": 0,
+               "heldout_evals": 0, "heldout_tokens": heldout_tokens}
     stop = total if fidelity is None else fidelity.stop_at
+    if total == 0 or stop == 0:
+        model.to(home)
+        if fidelity is not None:
+            metrics.update(stop_at=stop, resumed_from=0)
+        return {**metrics, "params": model.num_parameters(), "heldout_loss": None, "seconds": 0.0}
     if not 1 <= stop <= total:
         raise UsageError(f"{desc}: cannot stop at step {stop} of a {total}-step run")
     rungs = set(fidelity.rungs if fidelity else ()) | {stop}
@@ -284,7 +293,7 @@ def _save(path, step, model, optimizer, scheduler, batches, metrics, best, best_
         "step": step, "model": {k: v.detach() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "stream": batches.state(),
         "torch_rng": torch.get_rng_state(), "best": best, "best_state": best_state, "losses": losses,
-        "seconds": seconds, "metrics": {k: metrics.get(k) for k in ("tokens", "best_step", "heldout_loss_start")},
+        "seconds": seconds, "metrics": {k: metrics.get(k) for k in ("tokens", "best_step", "heldout_loss_start", "heldout_evals")},
     }
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, tensors, set())
@@ -335,7 +344,7 @@ def _restore(path, model, optimizer, scheduler, batches, metrics, stop, desc):
     scheduler.load_state_dict(state["scheduler"])
     batches.restore(state["stream"])
     torch.set_rng_state(state["torch_rng"])
-    metrics.update(state["metrics"])
+    metrics.update({key: value for key, value in state["metrics"].items() if value is not None})
     log.info("%s: continuing from step %d", desc, state["step"])
     return state["step"] + 1, state["best"], state["best_state"], list(state["losses"]), state["seconds"]
 

@@ -28,7 +28,7 @@ from pipeline.modeldir import check_model_dir, read_json
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
 from pipeline.sizes import parameter_groups
 
-__all__ = ["build_teacher", "prepare_teacher", "run_trial", "teacher_reference"]
+__all__ = ["build_student", "build_teacher", "evaluate_model", "prepare_teacher", "run_trial", "teacher_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +119,16 @@ def build_teacher(build: ScratchConfig, adapt: AdaptConfig, corpus: CorpusSource
     return str(cached(cache_dir, key, make))
 
 
-def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
-    """Build the candidate's student stage by stage (cached), then evaluate it on ``plan.tasks``.
+def build_student(plan: TrialPlan, progress: Progress | None = None) -> dict:
+    """Build the candidate's student stage by stage (each output cached), without evaluating it.
 
     Returns:
-        a JSON-able dict: ``model_dir, params, disk_mb, timings, stage_keys, cached, stages``
-        (each stage's metrics), ``scores`` and ``quality`` (dev: the mean over seeds per task, and
-        over tasks), ``test_scores`` and ``test_quality`` (the same on test), ``tasks`` (each task's
-        full result), ``config``, and
-        ``latency_ms`` when ``plan.measure_latency``, and ``rung`` when the last distillation ran at one. A trimmed teacher copy's time is
-        ``timings["teacher_trim_vocab"]``.
+        a JSON-able dict: ``model_dir, params, sizes, disk_mb, config``, ``timings`` and ``cpu_s``
+        (wall and CPU seconds per stage; a trimmed teacher copy's under ``teacher_trim_vocab``),
+        ``stage_keys``, ``cached`` (the stages found in the cache), ``stages`` (each stage's metrics),
+        ``settings``, ``builds`` (one entry per step, teacher copies included: ``stage, key, built,
+        wall_s, cpu_s, rung, for_teacher``; ``built`` is false when the output was found in the cache
+        or another process built it meanwhile) and ``rung`` when the last distillation ran at one.
 
     Raises:
         UsageError: for an impossible candidate or order, or bad data.
@@ -143,40 +143,71 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
             report(f"{stage}: identity for this candidate, skipped")
     texts = _Texts(plan.corpus, plan.heldout)
     paths = {teacher_key: Path(plan.teacher) if Path(plan.teacher).is_dir() else plan.teacher}
-    result: dict = {"timings": {}, "stage_keys": {}, "cached": [], "stages": {}, "settings": {}}
+    result: dict = {"timings": {}, "cpu_s": {}, "stage_keys": {}, "cached": [], "stages": {}, "settings": {},
+                    "builds": []}
     for step in steps:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         built: list[str] = []  # whether this process built the step (another may have while we waited)
 
         def build(out: Path, step: Step = step) -> None:
             built.append(step.key)
+            began, began_cpu = time.perf_counter(), time.process_time()
             _BUILDERS[step.stage](plan, texts, step, paths[step.source], paths.get(step.teacher), out)
+            # what the build cost stays with its output, for every later trial that reuses it
+            modeling.write_metrics(out, {**_read_metrics(out), "build_wall_s": round(time.perf_counter() - began, 3),
+                                         "build_cpu_s": round(time.process_time() - began_cpu, 3)})
 
         paths[step.key] = cached(plan.cache_dir, step.key, build, verify=_output_problem)
         hit = not built
         seconds = round(time.perf_counter() - started, 3)
+        metrics = _read_metrics(paths[step.key])
+        trained = metrics["stop_at"] - (metrics.get("resumed_from") or 0) if "stop_at" in metrics else metrics.get("steps")
+        result["builds"].append({"stage": step.stage, "key": step.key, "built": not hit, "wall_s": seconds,
+                                 "cpu_s": round(time.process_time() - cpu, 3), "rung": step.rung,
+                                 "for_teacher": step.for_teacher, "steps": trained or 0,
+                                 "build_cpu_s": metrics.get("build_cpu_s"), "build_wall_s": metrics.get("build_wall_s")})
+        name = f"teacher_{step.stage}" if step.for_teacher else step.stage
+        result["timings"][name], result["cpu_s"][name] = seconds, result["builds"][-1]["cpu_s"]
         if step.for_teacher:
-            result["timings"][f"teacher_{step.stage}"] = seconds
             continue
-        result["timings"][step.stage] = seconds
         result["stage_keys"][step.stage] = step.key
         if step.rung is not None:
             result["rung"] = step.rung
-        result["stages"][step.stage] = _read_metrics(paths[step.key])
+        result["stages"][step.stage] = metrics
         result["settings"][step.stage] = _settings(plan, step)
         if hit:
             result["cached"].append(step.stage)
         report(f"{step.stage}: {'cached' if hit else 'built'} {step.key} in {seconds:.1f}s")
     final_key = steps[-1].key if steps else teacher_key
     model_dir = str(paths[final_key])
-    result.update(model_dir=model_dir, **_describe(model_dir, modeling.load_config(model_dir)))
-    started = time.perf_counter()
-    scores = _evaluate_all(model_dir, final_key, plan.tasks, plan.scoring, plan.cache_dir, plan.device, progress)
-    result.update(scores)
+    result.update(model_dir=model_dir, final_key=final_key, **_describe(model_dir, modeling.load_config(model_dir)))
+    return result
+
+
+def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
+    """Build the candidate's student stage by stage (cached, `build_student`), then evaluate it on ``plan.tasks``.
+
+    Returns:
+        `build_student`'s dict and: ``scores`` and ``quality`` (dev: the mean over seeds per task, and
+        over tasks), ``test_scores`` and ``test_quality`` (the same on test), ``tasks`` (each task's
+        full result) and ``latency_ms``; ``timings`` and ``cpu_s`` also hold ``evaluate`` and ``latency``.
+
+    Raises:
+        UsageError: for an impossible candidate or order, or bad data.
+        FloatingPointError: when a training loss becomes NaN or infinite.
+    """
+    report = progress or (lambda message: None)
+    result = build_student(plan, progress)
+    model_dir = result["model_dir"]
+    started, cpu = time.perf_counter(), time.process_time()
+    result.update(evaluate_model(model_dir, result["final_key"], plan.tasks, plan.scoring, plan.cache_dir,
+                                 plan.device, progress))
     result["timings"]["evaluate"] = round(time.perf_counter() - started, 3)
-    started = time.perf_counter()
+    result["cpu_s"]["evaluate"] = round(time.process_time() - cpu, 3)
+    started, cpu = time.perf_counter(), time.process_time()
     result["latency_ms"] = _latency(model_dir, plan.latency, plan.device)
     result["timings"]["latency"] = round(time.perf_counter() - started, 3)
+    result["cpu_s"]["latency"] = round(time.process_time() - cpu, 3)
     report(f"latency: {result['latency_ms']:.2f} ms on {plan.latency.runtime}")
     return result
 
@@ -187,7 +218,7 @@ def teacher_reference(teacher_dir: str, tasks: dict[str, TaskSource], evaluation
     """The teacher's own scores (cached per task and evaluation config), with its size and, when
     ``latency`` is given, its latency measured the same way as every student's."""
     result = {"model_dir": str(teacher_dir), **_describe(teacher_dir, modeling.load_config(teacher_dir))}
-    result.update(_evaluate_all(teacher_dir, input_key(teacher_dir), tasks, evaluation, cache_dir, device, progress))
+    result.update(evaluate_model(teacher_dir, input_key(teacher_dir), tasks, evaluation, cache_dir, device, progress))
     if latency is not None:
         result["latency_ms"] = _latency(teacher_dir, latency, device)
     return result
@@ -290,8 +321,14 @@ _BUILDERS = {
 }
 
 
-def _evaluate_all(model_dir: str, key: str, tasks: dict[str, TaskSource], evaluation: EvalConfig,
-                  cache_dir: str, device: str | None, progress: Progress | None) -> dict:
+def evaluate_model(model_dir: str, key: str, tasks: dict[str, TaskSource], evaluation: EvalConfig,
+                   cache_dir: str, device: str | None = None, progress: Progress | None = None) -> dict:
+    """Every task of ``tasks`` on the model in ``model_dir`` (cache key ``key``), each task's result cached.
+
+    Returns:
+        ``scores`` (dev, the mean over seeds per task), ``test_scores``, ``tasks`` (each task's
+        `pipeline.evaluate.evaluate_task` result) and ``quality`` / ``test_quality`` (means over tasks).
+    """
     if not tasks:
         return {"scores": {}, "test_scores": {}, "tasks": {}}
     from pipeline.evaluate import evaluate_task

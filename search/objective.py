@@ -82,7 +82,7 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
                    for m, d in context.objectives}
         result = {"params": params, "infeasible": f"params {params} > max_params {context.max_params}"}
         return {"metrics": {**metrics, "params": params}, "feasible": False, "result": result}
-    plan = dataclasses.replace(context.plan, candidate=candidate, rung=rung, rungs=context.rungs if rung else ())
+    plan = dataclasses.replace(context.plan, candidate=candidate, rung=rung, rungs=context.rungs if rung is not None else ())
     if full_scoring:
         plan = dataclasses.replace(plan, rung_evaluation=None)
     result = _trial_fn(context)(plan, progress)

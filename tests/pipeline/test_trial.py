@@ -209,3 +209,42 @@ def test_damaged_cache_entries_are_rebuilt(plan_for, caplog):
     assert_hf_dir(again["model_dir"])
     warned = " ".join(r.message for r in caplog.records if "is damaged" in r.message)
     assert "metrics.json" in warned and "model.safetensors: truncated" in warned
+
+
+def test_rung_zero_is_the_student_before_its_last_distillation(plan_for):
+    """Rung 0: pruned, truncated and trimmed, not distilled again; a higher rung then trains from the start."""
+    import dataclasses
+
+    import torch
+
+    from pipeline import modeling
+    from pipeline.trial import build_student
+    from pipeline.truncate import truncate_hidden
+
+    base = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16))
+    plan = dataclasses.replace(base, rungs=(0, 2, 6))
+    zero = build_student(dataclasses.replace(plan, rung=0))
+    assert zero["rung"] == 0 and zero["stages"]["truncate"]["stop_at"] == 0
+    assert [b["steps"] for b in zero["builds"]] == [3, 0, 0]
+    pruned, tokenizer = modeling.load(Path(plan.cache_dir) / zero["stage_keys"]["prune"])
+    expected, _ = truncate_hidden(pruned, tokenizer, 16, "first")
+    student = assert_hf_dir(zero["model_dir"])
+    for name, tensor in expected.state_dict().items():
+        torch.testing.assert_close(student.state_dict()[name], tensor, msg=name)
+    two = build_student(dataclasses.replace(plan, rung=2))
+    assert two["stages"]["truncate"]["resumed_from"] == 0 and two["stages"]["truncate"]["stop_at"] == 2
+
+
+def test_a_build_keeps_its_cost_for_later_trials(plan_for):
+    from pipeline.trial import build_student
+
+    plan = plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16, vocab_size=150))
+    first = build_student(plan)
+    assert [b["built"] for b in first["builds"]] == [True] * 4
+    assert all(b["build_cpu_s"] > 0 and b["build_wall_s"] > 0 for b in first["builds"])
+    assert first["stages"]["distill"]["heldout_evals"] == 2  # at the start and at the last step (eval_every 10)
+    assert first["stages"]["prune"]["batches"] == 2 and first["stages"]["prune"]["positions"] > 0
+    again = build_student(plan)
+    assert [b["built"] for b in again["builds"]] == [False] * 4
+    assert [b["build_cpu_s"] for b in again["builds"]] == [b["build_cpu_s"] for b in first["builds"]]
+    assert all(b["cpu_s"] < b["build_cpu_s"] for b in again["builds"])
