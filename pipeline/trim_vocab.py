@@ -13,6 +13,7 @@ Unigram vocabulary) are always kept and added again after the kept pieces, with 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from collections import Counter
 
@@ -34,13 +35,41 @@ log = logging.getLogger(__name__)
 _TOKENIZERS = {"unigram": XLMRobertaTokenizer, "wordpiece": BertTokenizer}
 
 
+# the counts of the last few (tokenizer, corpus, counting): every student of a search trims with the
+# teacher's tokenizer over the same corpus, and counting a large corpus costs seconds each time
+_COUNTS: dict[tuple[str, str, str], Counter] = {}
+_KEPT_COUNTS = 4
+
+
 def count_pieces(tokenizer, texts: list[str], counting: str = "frequency") -> Counter:
-    """Occurrences (or documents containing it) of every token id in ``texts``, without special tokens."""
+    """Occurrences (or documents containing it) of every token id in ``texts``, without special tokens.
+
+    The result is remembered for the same tokenizer (its full serialisation: pieces, scores and
+    normaliser), the same texts and the same counting, so a process that trims many students counts once.
+    """
+    key = _counts_key(tokenizer, texts, counting)
+    if key is not None and key in _COUNTS:
+        return Counter(_COUNTS[key])
     counts: Counter = Counter()
     for start in range(0, len(texts), 1000):
         for ids in tokenizer(texts[start : start + 1000], add_special_tokens=False)["input_ids"]:
             counts.update(set(ids) if counting == "document" else ids)
+    if key is not None:
+        while len(_COUNTS) >= _KEPT_COUNTS:
+            _COUNTS.pop(next(iter(_COUNTS)))
+        _COUNTS[key] = Counter(counts)
     return counts
+
+
+def _counts_key(tokenizer, texts: list[str], counting: str) -> tuple[str, str, str] | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None  # a tokenizer without a serialisation: count every time
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\n")
+    return hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest(), digest.hexdigest(), counting
 
 
 def kept_ids(tokenizer, texts: list[str], vocab_size: int, cfg: TrimVocabConfig) -> tuple[list[int], Counter]:

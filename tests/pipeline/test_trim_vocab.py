@@ -122,3 +122,19 @@ def test_added_tokens_survive_reindexed_with_exact_logits(fixture, request, malt
     model.eval(), new.eval()
     torch.testing.assert_close(new(**new_batch).logits, model(**old_batch).logits[..., old_of_new], rtol=1e-5, atol=1e-5)
     assert_hf_dir(out)
+
+
+def test_counts_are_remembered_per_tokenizer_and_corpus(tiny_xlmr, tiny_bert, maltese_sentences):
+    from pipeline import trim_vocab as module
+
+    xlmr, bert = modeling.load_tokenizer(tiny_xlmr), modeling.load_tokenizer(tiny_bert)
+    texts = maltese_sentences[:300]
+    module._COUNTS.clear()
+    first = module.count_pieces(xlmr, texts)
+    assert module.count_pieces(xlmr, list(texts)) == first and len(module._COUNTS) == 1
+    first[0] = -1  # the caller's copy: changing it changes nothing remembered
+    assert module.count_pieces(xlmr, texts)[0] != -1
+    module.count_pieces(xlmr, texts[:-1])
+    module.count_pieces(bert, texts)
+    module.count_pieces(xlmr, texts, "document")
+    assert len(module._COUNTS) == 4
