@@ -28,6 +28,7 @@ __all__ = [
     "LatencyConfig",
     "PruneConfig",
     "ScratchConfig",
+    "SignalConfig",
     "TaskSource",
     "TaskTraining",
     "TrimVocabConfig",
@@ -240,6 +241,35 @@ class EvalConfig:
     def __post_init__(self):
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """How the cheap signals of `pipeline.signals` measure a student.
+
+    Held-out losses: the first ``heldout_lines`` held-out lines (None: all) in rows of ``max_length``
+    tokens (``pack``: cut from the joined text, as pretraining and distillation read it), masked once
+    with ``seed``, so every student is scored on the very same positions. Linear probes: logistic
+    regression with inverse regularisation ``probe_c`` on the frozen encoder's last hidden states
+    (classification: the mean over a text's tokens; token tasks: each word's first subword), trained
+    on at most ``probe_max_train`` training examples of each task and scored on its dev split.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    heldout_lines: int | None = 1000
+    batch_size: int = 32
+    max_length: int = 64
+    pack: bool = True
+    mlm_probability: float = 0.15
+    seed: int = 0
+    probe_max_train: int | None = None
+    probe_max_length: int = 128
+    probe_c: float = 1.0
+
+    def __post_init__(self):
+        _require(self, at_least={"heldout_lines": 1, "batch_size": 1, "max_length": 4, "probe_max_train": 1,
+                                 "probe_max_length": 4}, positive=("probe_c",), fraction=("mlm_probability",))
 
 
 @dataclass(frozen=True)
