@@ -26,7 +26,7 @@ from search.objective import TRIAL_FN_ENV, TrialContext, evaluate_candidate
 from search.schema import Spec
 from search.spec import teacher_config
 
-__all__ = ["materialise_synthetic", "prepare", "run_one"]
+__all__ = ["materialise_synthetic", "prepare", "run_one", "trial_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,11 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
                                             progress=progress, latency=spec.latency))
         logger.info("teacher latency: %.2f ms on %s", reference["latency_ms"], spec.latency.runtime)
     reference["params"] = config_parameters(config)
+    return trial_context(spec, teacher, config, trial_fn), reference
+
+
+def trial_context(spec: Spec, teacher: str, config: dict[str, Any], trial_fn: str | None = None) -> TrialContext:
+    """The `TrialContext` of ``spec``'s trials, given its (prepared) ``teacher`` and the teacher's config."""
     plan = TrialPlan(
         teacher=teacher, candidate=None, order=spec.stages.order, corpus=spec.data.corpus, heldout=spec.data.heldout,
         distill=spec.distill, prune=spec.prune, truncate=spec.truncate, trim_vocab=spec.trim_vocab,
@@ -105,13 +110,12 @@ def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[
     fidelity = spec.search.fidelity
     if fidelity is not None and fidelity.rung_evaluation is not None:
         plan = dataclasses.replace(plan, rung_evaluation=fidelity.rung_evaluation.apply(spec.evaluation))
-    context = TrialContext(
+    return TrialContext(
         rungs=rung_steps(fidelity.min_steps, fidelity.max_steps, fidelity.reduction_factor) if fidelity else (),
         plan=plan, teacher_config=config, objectives=tuple((o.metric, o.direction) for o in spec.objectives),
         max_params=constraints.max_params, min_quality=constraints.min_quality,
         max_latency_ms=constraints.max_latency_ms, trial_fn=trial_fn,
     )
-    return context, reference
 
 
 def run_one(spec: Spec, candidate: Candidate, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
