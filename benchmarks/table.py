@@ -1,0 +1,712 @@
+"""The Maltese table: every student of a real space built and scored once, with its costs and cheap signals.
+
+    python benchmarks/table.py                     # the CPU scale (about 3 hours on 2 cores)
+    python benchmarks/table.py --quick             # the same protocol at tiny sizes (minutes)
+    python benchmarks/analyse_table.py FILE        # every claim, with intervals, from the table alone
+
+Everything runs offline on ``../shared/data`` (``--data``) through the tool itself: the Maltese
+benchmark's teacher (`maltese.py`'s scale, built from scratch by `pipeline.trial.build_teacher`), the
+spec and `search.prepare`, the stage cache, `pipeline.trial.build_student` at the rungs of multi-
+fidelity, the cheap signals of `pipeline.signals` and `pipeline.trial.evaluate_model`. In order:
+
+1. **protocol pilots, on dev only**: the teacher and a random model of its shape under each evaluation
+   option (adapters or full fine-tuning, first-token or mean pooling, the epochs halved), one seed; the
+   option with the largest teacher-over-random dev gap is the protocol. Then the pretraining length:
+   the teacher pretrained for fewer steps against the full recipe, under that protocol, on dev; the
+   better teacher is the table's.
+2. **the teacher and the random model**, evaluated in full (every seed, dev and test).
+3. **every student** of the space (layers x FFN x hidden x vocabulary) and the paper path's
+   intermediate models: at each rung of its last distillation (0 = after the training-free stages) its
+   cheap signals with their cost, and at the top rung the full evaluation with what a paired bootstrap
+   needs (per-example counts on dev and test, per seed); every stage build with its CPU seconds, keyed
+   by its cache key, so a shared build is counted once.
+4. **scratch**: each shape of the dev front trained from random initialisation with MLM on the same
+   text, with the pretraining recipe's learning rate and warm-up, for the FLOPs of its compression path
+   (teacher forward passes and held-out passes included); the best front shape also for those FLOPs
+   plus the teacher's own pretraining.
+
+The table (JSON) is written after every finished piece of work and read back on start: a run that
+stops resumes where the file ends, on this machine or another (the stage cache does not travel; a
+student the file holds is never built again). A file of another tool, scale, space or teacher is
+refused. Work runs in ``--workers`` processes of one thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+import maltese  # noqa: E402
+from maltese_data import prepare_text  # noqa: E402
+from provenance import provenance, write_json  # noqa: E402
+
+from pipeline.config import AdaptConfig, Candidate, EvalConfig, SignalConfig, TaskTraining  # noqa: E402
+from pipeline.errors import UsageError  # noqa: E402
+
+log = logging.getLogger("table")
+
+TOOL = "lrl-compress maltese table"
+VERSION = 1
+TASKS = maltese.TASKS
+SIGNAL_NAMES = ("mlm", "distill", "probe", "capped")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What one table is made of, besides `maltese.Scale`: its space, rungs and pilots."""
+
+    scale: maltese.Scale
+    space: dict  # layers, ffn, hidden, vocab (lists)
+    rungs: tuple[int, ...]  # of the last distillation; 0 = after the training-free stages
+    rung_evaluation: dict  # the capped evaluation (a search's rung evaluation)
+    pretrain_steps: tuple[int, ...]  # pilot: pretraining lengths, the scale's own among them
+    signals: SignalConfig = SignalConfig()
+    finetune_lr: float = 5e-4  # pilot: full fine-tuning's learning rate (the benchmark's first run)
+
+
+def _setup(name: str) -> Setup:
+    scale = maltese.SCALES[name]
+    t = scale.teacher
+    paper = maltese.paper_path(scale)
+    hidden = sorted({c.hidden_size for _, c in paper if c.hidden_size < t.hidden_size})
+    space = maltese.search_space(scale)
+    space = {"layers": space["layers"], "ffn": space["ffn"], "hidden": hidden, "vocab": space["vocab"],
+             "init": ["stride"]}
+    steps = scale.distill.steps
+    if name == "quick":
+        return Setup(scale, {**space, "ffn": space["ffn"][1:], "hidden": hidden[::2]}, (0, 2, 4, steps),
+                     {"seeds": 1, "epochs": 1, "max_train_examples": 32}, (15, scale.pretrain.steps),
+                     SignalConfig(heldout_lines=200, probe_max_train=200))
+    # The capped evaluation is the Maltese search-cost setup's rung evaluation. Probes train on 300
+    # examples a task: a POS probe on all 1,123 training sentences costs 48 CPU s, on 300 about 11 s.
+    return Setup(scale, space, (0, steps // 8, 3 * steps // 8, steps), {"seeds": 1, "epochs": 2, "max_train_examples": 300},
+                 (1500, scale.pretrain.steps), SignalConfig(heldout_lines=1000, probe_max_train=300))
+
+
+def fingerprint(setup: Setup) -> dict:
+    """What a table's numbers depend on and a resumed run must share: the teacher, the stage settings,
+    the space, the rungs, the signals and the pilots' choices."""
+    scale = setup.scale
+    fixed = {"teacher": dataclasses.asdict(scale.teacher), "pretrain": dataclasses.asdict(scale.pretrain),
+             "distill": dataclasses.asdict(scale.distill), "prune": dataclasses.asdict(scale.prune),
+             "evaluation": json.loads(json.dumps(dataclasses.asdict(scale.evaluation))),
+             "vocab_trim": scale.vocab_trim, "corpus_lines": scale.corpus_lines, "space": setup.space,
+             "rungs": list(setup.rungs), "rung_evaluation": setup.rung_evaluation,
+             "pretrain_steps": list(setup.pretrain_steps), "signals": dataclasses.asdict(setup.signals),
+             "finetune_lr": setup.finetune_lr}
+    digest = hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+    return {"scale": scale.name, "hash": digest, "settings": fixed}
+
+
+# ---------------------------------------------------------------------------- the table file
+def load_table(path: Path, setup: Setup) -> dict | None:
+    """The table in ``path`` when it is this tool's and of this setup; None when there is none.
+
+    Raises:
+        UsageError: for a file that is not JSON, not a table of this tool, or of another setup.
+    """
+    if not path.exists():
+        return None
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"{path}: not a readable JSON table ({error})") from None
+    if not isinstance(table, dict) or table.get("tool") != TOOL:
+        raise UsageError(f"{path}: not a table of this tool (no \"tool\": \"{TOOL}\")")
+    theirs, ours = table.get("fingerprint") or {}, fingerprint(setup)
+    if theirs.get("hash") != ours["hash"]:
+        different = sorted(k for k in ours["settings"] if (theirs.get("settings") or {}).get(k) != ours["settings"][k])
+        raise UsageError(f"{path}: a table of another setup (scale {theirs.get('scale')}; differs in "
+                         f"{', '.join(different) or 'its version'}); give a new --out")
+    return table
+
+
+def new_table(setup: Setup) -> dict:
+    return {"tool": TOOL, "version": VERSION, "fingerprint": fingerprint(setup), "runs": [], "corpus": None,
+            "protocol": None, "teacher": None, "random": None, "students": [], "scratch": [], "builds": {},
+            "build_info": {}, "signals": {name: better for name, better in _signal_directions().items()},
+            "rungs": list(setup.rungs)}
+
+
+def _signal_directions() -> dict[str, str]:
+    from pipeline.signals import SIGNALS
+
+    return {name: SIGNALS[name] for name in SIGNAL_NAMES}
+
+
+def _add_builds(table: dict, builds: list[dict]) -> None:
+    """Record each stage build once, by cache key, with the CPU seconds it cost when it was built (kept
+    with the cached output, so a build another process made, or a run that crashed, is counted too)."""
+    for build in builds:
+        if build["key"] not in table["builds"]:
+            table["builds"][build["key"]] = build["build_cpu_s"]
+            table["build_info"][build["key"]] = {"stage": build["stage"], "wall_s": build["build_wall_s"],
+                                                 "rung": build["rung"], "for_teacher": build["for_teacher"],
+                                                 "steps": build["steps"]}
+
+
+def _own_costs(table: dict) -> None:
+    """Each student's ``cost_s``: its full evaluation and the builds no other student needs (every rung's)."""
+    owners: dict[str, int] = {}
+    keys = {s["name"]: {k for path in s["rung_paths"].values() for k in path} for s in table["students"]}
+    for own in keys.values():
+        for key in own:
+            owners[key] = owners.get(key, 0) + 1
+    for student in table["students"]:
+        alone = sum(table["builds"].get(key) or 0.0 for key in keys[student["name"]] if owners[key] == 1)
+        student["cost_s"] = round(student["eval_cost_s"] + alone, 2)
+
+
+# ---------------------------------------------------------------------------- the spec and the teacher
+def _spec(setup: Setup, work: Path, data: Path, evaluation: EvalConfig, pretrain_steps: int):
+    import yaml
+
+    from search.spec import load_spec
+
+    scale = dataclasses.replace(setup.scale, evaluation=evaluation,
+                                pretrain=dataclasses.replace(setup.scale.pretrain, steps=pretrain_steps))
+    path = maltese.write_spec(scale, work, work / "text", data, space=setup.space, distill_steps=scale.distill.steps,
+                              samples=1)
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    trained = sorted(r for r in setup.rungs if r > 0)  # the search's rungs: min_steps times powers of a factor
+    spec["search"]["fidelity"] = {"min_steps": trained[0], "max_steps": trained[-1],
+                                  "reduction_factor": trained[1] // trained[0] if len(trained) > 2 else 2,
+                                  "rung_evaluation": setup.rung_evaluation}
+    path = work / f"table-spec-{pretrain_steps}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return load_spec(path)
+
+
+def _teacher(spec, steps: int | None = None) -> str:
+    from pipeline.trial import build_teacher
+
+    adapt = spec.teacher.adapt if steps is None else dataclasses.replace(spec.teacher.adapt, steps=steps)
+    return build_teacher(spec.teacher.build, adapt, spec.data.corpus, spec.data.heldout, spec.search.cache_dir)
+
+
+# ---------------------------------------------------------------------------- pilots
+def protocol_options(setup: Setup) -> dict[str, tuple[EvalConfig, tuple[str, ...]]]:
+    """Each evaluation option of the pilots, one seed, with the tasks it changes (pooling: not POS)."""
+    base = dataclasses.replace(setup.scale.evaluation, seeds=(1,))
+
+    def each(config: EvalConfig, **changes) -> EvalConfig:
+        return dataclasses.replace(config, **{t: dataclasses.replace(getattr(config, t), **changes) for t in TASKS})
+
+    def pooled(config: EvalConfig) -> EvalConfig:
+        return dataclasses.replace(config, **{t: dataclasses.replace(getattr(config, t), pooling="mean")
+                                              for t in ("topic", "sentiment")})
+
+    finetune = dataclasses.replace(each(base, method="finetune", lr=setup.finetune_lr), method="finetune")
+    halved = dataclasses.replace(base, **{t: dataclasses.replace(getattr(base, t), epochs=max(1, getattr(base, t).epochs // 2))
+                                          for t in TASKS})
+    return {"adapter": (base, TASKS), "adapter-mean": (pooled(base), ("topic", "sentiment")),
+            "finetune": (finetune, TASKS), "finetune-mean": (pooled(finetune), ("topic", "sentiment")),
+            "adapter-half-epochs": (halved, TASKS)}
+
+
+def pilot_score(pilots: list[dict], options: dict, model: str, option: str, task: str) -> float:
+    """A model's dev score under an option; a task the option does not change (POS under a pooling
+    option) is scored under the option it changes: its method's first-token one."""
+    source = option if task in options[option][1] else option.removesuffix("-mean")
+    return next(p["dev"] for p in pilots if (p["model"], p["option"], p["task"]) == (model, source, task))
+
+
+def decide_protocol(pilots: list[dict], options: dict) -> dict:
+    """The option whose teacher-minus-random dev gap, averaged over the tasks, is largest."""
+    gaps = {}
+    for option in options:
+        per_task = {task: pilot_score(pilots, options, "teacher", option, task)
+                    - pilot_score(pilots, options, "random", option, task) for task in TASKS}
+        gaps[option] = {"tasks": per_task, "mean": statistics.fmean(per_task.values())}
+    chosen = max(gaps, key=lambda o: gaps[o]["mean"])
+    return {"rule": "largest mean over tasks of teacher minus random dev score (one seed)", "gaps": gaps,
+            "option": chosen}
+
+
+def _pilot_job(args) -> dict:
+    """One pilot: a model (teacher, random or a shorter-pretrained teacher) under one option."""
+    spec, model, model_dir, option, evaluation, tasks = args
+    from pipeline.plan import input_key
+    from pipeline.trial import evaluate_model
+
+    started, cpu = time.perf_counter(), time.process_time()
+    if model_dir is None:  # a teacher to build first (a pretraining length)
+        model_dir = _teacher(spec, int(model.split("-")[1]))
+    chosen = {t: spec.data.tasks[t] for t in tasks}
+    result = evaluate_model(model_dir, input_key(model_dir), chosen, evaluation, spec.search.cache_dir)
+    return {"rows": [{"model": model, "option": option, "task": t, "dev": result["scores"][t],
+                      "cpu_s": result["tasks"][t].get("cpu_seconds")} for t in tasks],
+            "model_dir": model_dir, "cpu_s": round(time.process_time() - cpu, 1),
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+# ---------------------------------------------------------------------------- students
+def _model_row(result: dict) -> dict:
+    """The full evaluation of a model: dev and test per task (means and per seed), per-example counts, and
+    its CPU seconds (as measured when each task was scored, cached or not)."""
+    tasks = result["tasks"]
+    return {"dev": {t: tasks[t]["dev_mean"] for t in tasks}, "test": {t: tasks[t]["mean"] for t in tasks},
+            "dev_seeds": {t: tasks[t]["dev_scores"] for t in tasks}, "test_seeds": {t: tasks[t]["scores"] for t in tasks},
+            "examples": {t: tasks[t].get("examples") for t in tasks},
+            "eval_cost_s": round(sum(tasks[t].get("cpu_seconds") or 0.0 for t in tasks), 2)}
+
+
+def _path_flops(built: dict, teacher_config: dict, setup: Setup) -> float:
+    """FLOPs of a student's compression path: every distillation with its teacher's forward passes, and
+    the pruning pass (vocabulary trimming is counting, not FLOPs)."""
+    from pipeline.flops import distill_flops, prune_flops
+
+    sizes = {"num_hidden_layers", "intermediate_size", "hidden_size", "vocab_size"}
+    config = {k: teacher_config[k] for k in sizes}
+    total = 0.0
+    for stage in ("distill", "prune", "truncate"):
+        if stage not in built["stages"]:
+            continue
+        metrics, settings = built["stages"][stage], built["settings"][stage]
+        before = dict(config)
+        if stage == "distill":
+            config["num_hidden_layers"] = settings["layers"]
+            total += distill_flops(config, teacher_config, metrics, setup.scale.distill.max_length)
+        elif stage == "prune":
+            total += prune_flops(before, metrics, setup.scale.prune.max_length)
+            config["intermediate_size"] = settings["ffn"]
+        else:
+            config["hidden_size"] = settings["hidden"]
+            total += distill_flops(config, before, metrics, setup.scale.distill.max_length)
+    return total
+
+
+def _student_job(args) -> dict:
+    """Every rung of a few students that share their builds (one layers x FFN x hidden, both vocabularies),
+    or one paper model without rungs: builds, signals, and the full evaluation at the top."""
+    context, setup_name, students, teacher_dirs = args
+    import torch
+
+    torch.set_num_threads(1)
+    _worker_logging()
+    from pipeline.signals import measure
+    from pipeline.trial import build_student, evaluate_model
+    from search.space import label
+
+    setup = _setup(setup_name)
+    plan0 = context.plan
+    heldout = _heldout(plan0)
+    out, builds = [], []
+    for entry in students:
+        candidate = Candidate(**entry["candidate"])
+        rungs = setup.rungs if entry["rungs"] else (max(setup.rungs),)
+        row = {**entry, "name": entry.get("name") or label(candidate), "signals": {s: {} for s in SIGNAL_NAMES},
+               "signal_parts": {s: {} for s in SIGNAL_NAMES}, "signal_cost_s": {s: {} for s in SIGNAL_NAMES},
+               "rung_paths": {}}
+        for rung in rungs:
+            plan = dataclasses.replace(plan0, candidate=candidate, rung=rung if entry["rungs"] else None,
+                                       rungs=setup.rungs if entry["rungs"] else ())
+            built = build_student(plan)
+            builds += built["builds"]
+            row["rung_paths"][str(rung)] = [b["key"] for b in built["builds"]]
+            teacher = teacher_dirs[str(candidate.vocab_size)]
+            for signal in SIGNAL_NAMES:
+                measured = measure(signal, built["model_dir"], heldout=heldout, teacher_dir=teacher,
+                                   distill=plan.truncate.distill, tasks=plan.tasks, evaluation=plan.rung_evaluation,
+                                   cfg=setup.signals)
+                row["signals"][signal][str(rung)] = measured["value"]
+                row["signal_parts"][signal][str(rung)] = measured["parts"]
+                row["signal_cost_s"][signal][str(rung)] = measured["cpu_s"]
+            if rung == max(setup.rungs):
+                result = evaluate_model(built["model_dir"], built["final_key"], plan.tasks, plan.evaluation,
+                                        plan.cache_dir)
+                row.update(_model_row(result))
+                row["params"] = built["params"]
+                row["config"] = built["config"]
+                row["path"] = [b["key"] for b in built["builds"]]
+                row["path_steps"] = sum((built["stages"].get(s) or {}).get("steps") or 0 for s in ("distill", "truncate"))
+                row["flops"] = _path_flops(built, context.teacher_config, setup)
+                row["model_dir"] = built["model_dir"]
+        out.append(row)
+    return {"students": out, "builds": builds}
+
+
+def _heldout(plan) -> list[str]:
+    from pipeline.corpus import read_corpus
+
+    return read_corpus(plan.heldout)
+
+
+def _trimmed_teacher(context, vocab: int) -> dict:
+    """The teacher trimmed like a student of ``vocab`` pieces, under the very key a plan gives it (a plan
+    that only trims, first)."""
+    from pipeline.trial import build_student
+
+    config = context.teacher_config
+    candidate = Candidate(config["num_hidden_layers"], config["intermediate_size"], config["hidden_size"], vocab)
+    order = ("trim_vocab", *[s for s in context.plan.order if s != "trim_vocab"])
+    return build_student(dataclasses.replace(context.plan, candidate=candidate, order=order))
+
+
+def _worker_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+# ---------------------------------------------------------------------------- scratch
+def _scratch_job(args) -> dict:
+    """A front shape trained from random initialisation with MLM for ``flops``, then evaluated in full."""
+    name, budget, flops, config, tokenizer_dir, spec, evaluation, cache_dir, recipe = args
+    import torch
+
+    torch.set_num_threads(1)
+    _worker_logging()
+    from pipeline import modeling
+    from pipeline.adapt import pretrain_from_scratch
+    from pipeline.cache import cached, stage_key
+    from pipeline.corpus import read_corpus
+    from pipeline.flops import mlm_training_flops
+    from pipeline.mlm import encode
+    from pipeline.plan import input_key
+    from pipeline.trial import evaluate_model
+
+    tokenizer = modeling.load_tokenizer(tokenizer_dir)
+    texts, heldout = read_corpus(spec.data.corpus), read_corpus(spec.data.heldout)
+    heldout_tokens = sum(len(r) for r in encode(tokenizer, heldout, recipe.max_length, pack=recipe.pack))
+    sample = encode(tokenizer, texts[:5000], recipe.max_length, pack=recipe.pack)  # real tokens a row
+    row_tokens = sum(len(r) for r in sample) / max(1, len(sample))
+    steps = _scratch_steps(config, flops, heldout_tokens, row_tokens, recipe)
+    settings = dataclasses.replace(recipe, steps=steps, eval_every=max(1, steps // 4),
+                                   warmup_steps=round(steps * recipe.warmup_steps / recipe.steps))
+    key = stage_key(input_key(tokenizer_dir), "scratch", {"config": config, "flops": round(flops), "settings": settings,
+                                                          "corpus": spec.data.corpus, "heldout": spec.data.heldout})
+    started = time.process_time()
+
+    def build(out: Path) -> None:
+        fresh = {k: v for k, v in config.items() if k != "architectures"}
+        model, tok, metrics = pretrain_from_scratch(fresh, tokenizer, texts, heldout, settings)
+        modeling.save(model, tok, out)
+        modeling.write_metrics(out, metrics)
+
+    folder = cached(cache_dir, key, build)
+    train_cpu = time.process_time() - started
+    metrics = json.loads((folder / "metrics.json").read_text())
+    result = evaluate_model(str(folder), key, spec.data.tasks, evaluation, cache_dir)
+    return {"name": f"{name} from scratch", "of": name, "budget": budget, "params": config_parameters_of(config),
+            "steps": steps, "warmup_steps": settings.warmup_steps, "lr": settings.lr,
+            "flops_budget": flops, "flops": mlm_training_flops(config, metrics, recipe.max_length),
+            "train_cost_s": round(train_cpu, 1), "heldout_loss": metrics.get("heldout_loss"), **_model_row(result)}
+
+
+def config_parameters_of(config: dict) -> int:
+    from pipeline.sizes import config_parameters
+
+    return config_parameters(config)
+
+
+def _scratch_steps(config: dict, flops: float, heldout_tokens: int, row_tokens: float, recipe: AdaptConfig) -> int:
+    """The most MLM steps of ``recipe``'s batches (rows of ``row_tokens`` tokens) whose training and
+    held-out passes fit in ``flops``."""
+    from pipeline.flops import TRAIN_FACTOR, forward_flops
+
+    step = TRAIN_FACTOR * forward_flops(config, recipe.batch_size * row_tokens, recipe.max_length)
+    heldout = forward_flops(config, heldout_tokens, recipe.max_length)
+    steps = max(1, int(flops // step))
+    while steps > 1:
+        passes = 1 + steps // max(1, steps // 4) + (1 if steps % max(1, steps // 4) else 0)
+        if steps * step + passes * heldout <= flops:
+            break
+        steps -= max(1, steps // 100)
+    return steps
+
+
+# ---------------------------------------------------------------------------- running it
+def _pool(workers: int):
+    spawn = multiprocessing.get_context("spawn")  # forking a process that holds torch's thread pools can hang
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_threads)
+
+
+def _worker_threads() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _front(rows: list[dict]) -> list[dict]:
+    from search.pareto import pareto_front
+
+    records = [{"id": r["name"], "metrics": {"quality": statistics.fmean(r["dev"][t] for t in TASKS),
+                                             "params": r["params"]}} for r in rows]
+    ids = pareto_front(records, [("quality", "max"), ("params", "min")])
+    return [r for r in rows if r["name"] in ids]
+
+
+class Run:
+    """One tabulation: the table in memory, written after every piece of work."""
+
+    def __init__(self, setup: Setup, data: Path, work: Path, out: Path, workers: int, argv: list[str]):
+        self.setup, self.data, self.work, self.out, self.workers = setup, data, work, out, workers
+        self.table = load_table(out, setup) or new_table(setup)
+        self.started, self.cpu = time.time(), time.process_time()
+        self.session = {**provenance(["benchmarks/table.py", *argv]), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "phases": {}}
+        self.table["runs"].append(self.session)
+
+    def save(self) -> None:
+        self.session["wall_s"] = round(time.time() - self.started, 1)
+        write_json(self.out, self.table)
+
+    def phase(self, name: str, started: float) -> None:
+        self.session["phases"][name] = round(time.time() - started, 1)
+        self.save()
+
+    def run(self) -> dict:
+        setup, table = self.setup, self.table
+        t = time.time()
+        if table["corpus"] is None or not (self.work / "text" / "corpus.txt").is_file():
+            table["corpus"] = prepare_text(self.data, self.work / "text")
+        base = _spec(setup, self.work, self.data, setup.scale.evaluation, setup.scale.pretrain.steps)
+        self.phase("text", t)
+        if table["protocol"] is None or "pretraining" not in table["protocol"]:
+            self.pilots(base)
+        evaluation, steps = self.protocol()
+        spec = _spec(setup, self.work, self.data, evaluation, steps)
+        t = time.time()
+        context = self.prepare(spec)
+        self.phase("teacher", t)
+        t = time.time()
+        self.students(spec, context)
+        self.phase("students", t)
+        t = time.time()
+        self.scratch(spec, context)
+        self.phase("scratch", t)
+        self.session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.save()
+        return table
+
+    # -- pilots
+    def pilots(self, spec) -> None:
+        setup, t = self.setup, time.time()
+        options = protocol_options(setup)
+        teacher = _teacher(spec)
+        random_dir = self._random(spec)
+        protocol = self.table["protocol"] or {"pilots": [], "pilot_cost_s": 0.0}
+        done = {(p["model"], p["option"], p["task"]) for p in protocol["pilots"]}
+        jobs = [(spec, model, model_dir, option, config, tasks)
+                for option, (config, tasks) in options.items()
+                for model, model_dir in (("teacher", teacher), ("random", random_dir))
+                if any((model, option, task) not in done for task in tasks)]
+        shorter = [s for s in setup.pretrain_steps if s != setup.scale.pretrain.steps]
+        with _pool(self.workers) as pool:
+            builds = {s: pool.submit(_teacher, spec, s) for s in shorter}  # pretraining lengths, meanwhile
+            for result in _as_done(pool, _pilot_job, jobs):
+                protocol["pilots"] += result["rows"]
+                protocol["pilot_cost_s"] = round(protocol["pilot_cost_s"] + result["cpu_s"], 1)
+                self.table["protocol"] = protocol
+                self.save()
+            protocol["decision"] = decide_protocol(protocol["pilots"], options)
+            chosen = protocol["decision"]["option"]
+            jobs = []
+            for s in shorter:
+                for option in {chosen, chosen.removesuffix("-mean")}:
+                    jobs.append((spec, f"teacher-{s}", builds[s].result(), option, options[option][0],
+                                 options[option][1] if option == chosen else ("pos",)))
+            for result in _as_done(pool, _pilot_job, jobs):
+                protocol["pilots"] += result["rows"]
+        lengths = {s: statistics.fmean(
+            pilot_score(protocol["pilots"], options, "teacher" if s == setup.scale.pretrain.steps else f"teacher-{s}",
+                        chosen, task) for task in TASKS) for s in setup.pretrain_steps}
+        protocol["pretraining"] = {"rule": "higher mean dev score of the teacher under the chosen protocol (one seed)",
+                                   "dev": {str(s): v for s, v in lengths.items()},
+                                   "steps": max(lengths, key=lengths.get)}
+        self.table["protocol"] = protocol
+        self.phase("pilots", t)
+
+    def protocol(self) -> tuple[EvalConfig, int]:
+        protocol = self.table["protocol"]
+        config, _ = protocol_options(self.setup)[protocol["decision"]["option"]]
+        seeds = self.setup.scale.evaluation.seeds
+        return dataclasses.replace(config, seeds=seeds), protocol["pretraining"]["steps"]
+
+    def _random(self, spec) -> str:
+        from pipeline.trial import build_teacher
+
+        untrained = dataclasses.replace(spec.teacher.adapt, steps=0)
+        return build_teacher(spec.teacher.build, untrained, spec.data.corpus, spec.data.heldout, spec.search.cache_dir)
+
+    # -- teacher and random, in full
+    def prepare(self, spec):
+        """The trial context (the teacher built or found in the cache), and the teacher's and the random
+        model's full evaluations unless the table holds them."""
+        from pipeline import modeling
+        from pipeline.flops import mlm_training_flops
+        from pipeline.trial import teacher_reference
+        from search.preflight import preflight
+        from search.prepare import trial_context
+        from search.spec import teacher_config
+
+        report = preflight(spec)  # every source opens, before anything trains
+        report.raise_problems()
+        config = teacher_config(spec)
+        context = trial_context(spec, _teacher(spec), config)
+        rungs = tuple(sorted({0, *context.rungs}))
+        if rungs != self.setup.rungs:
+            raise UsageError(f"the spec's rungs {rungs} are not the table's {self.setup.rungs}")
+        context = dataclasses.replace(context, rungs=rungs)
+        for name, folder in (("teacher", context.plan.teacher), ("random", self._random(spec))):
+            if self.table[name] is None:
+                result = teacher_reference(folder, spec.data.tasks, spec.evaluation, spec.search.cache_dir)
+                metrics = json.loads((Path(folder) / "metrics.json").read_text())
+                config = modeling.load_config(folder)
+                self.table[name] = {"name": name, "params": result["params"], "config": result["config"],
+                                    "pretrain_steps": metrics.get("steps"), "heldout_loss": metrics.get("heldout_loss"),
+                                    "flops": mlm_training_flops(config, metrics, spec.teacher.adapt.max_length),
+                                    "build_wall_s": metrics.get("seconds"), **_model_row(result),
+                                    "signals": self._signals(folder, context)}
+                self.save()
+        return context
+
+    def _signals(self, folder: str, context) -> dict:
+        """Every cheap signal of a model of the teacher's shape (against the teacher itself): what a
+        trained model and an untrained one score, beside the students."""
+        from pipeline.signals import measure
+
+        plan = context.plan
+        return {signal: measure(signal, folder, heldout=_heldout(plan), teacher_dir=plan.teacher,
+                                distill=plan.truncate.distill, tasks=plan.tasks, evaluation=plan.rung_evaluation,
+                                cfg=self.setup.signals) for signal in SIGNAL_NAMES}
+
+    # -- students
+    def students(self, spec, context) -> None:
+        from search.space import candidates, label
+
+        setup = self.setup
+        done = {s["name"] for s in self.table["students"]}
+        paper = {label(c): name for name, c in maltese.paper_path(setup.scale)}
+        grid = candidates(spec, context.teacher_config)
+        groups: dict[tuple, list[dict]] = {}
+        for c in grid:
+            name = label(c)
+            if name not in done:
+                groups.setdefault((c.num_hidden_layers, c.intermediate_size, c.hidden_size), []).append(
+                    {"candidate": dataclasses.asdict(c), "paper": name in paper, "paper_name": paper.get(name),
+                     "space": True, "rungs": True})
+        jobs = [sorted(group, key=lambda e: e["candidate"]["vocab_size"] is None) for group in groups.values()]
+        jobs.sort(key=lambda g: (g[0]["candidate"]["hidden_size"], g[0]["candidate"]["intermediate_size"]))
+        jobs = _interleave(jobs, lambda g: g[0]["candidate"]["num_hidden_layers"])
+        for name, c in maltese.paper_path(setup.scale):
+            if label(c) not in done and label(c) not in {label(g) for g in grid}:
+                jobs.append([{"candidate": dataclasses.asdict(c), "paper": True, "paper_name": name, "space": False,
+                              "rungs": False}])
+        if not jobs:
+            return
+        teachers = self.teachers(context)
+        log.info("%d jobs of students to build and score", len(jobs))
+        with _pool(self.workers) as pool:
+            for result in _as_done(pool, _student_job, [(context, setup.scale.name, job, teachers) for job in jobs]):
+                _add_builds(self.table, result["builds"])
+                self.table["students"] += result["students"]
+                _own_costs(self.table)
+                self.save()
+                log.info("table: %d students", len(self.table["students"]))
+
+    def teachers(self, context) -> dict[str, str]:
+        """The teacher's directory per student vocabulary (``"None"``: the full one): trimmed alike, the
+        tokenizer and the ids of every student of that vocabulary."""
+        teachers = {"None": context.plan.teacher}
+        for vocab in sorted({str(v) for v in self.setup.space["vocab"]} - {"full", "None"}):
+            built = _trimmed_teacher(context, int(vocab))
+            _add_builds(self.table, [{**b, "for_teacher": True} for b in built["builds"]])
+            teachers[vocab] = built["model_dir"]
+        return teachers
+
+    # -- scratch
+    def scratch(self, spec, context) -> None:
+        """Each dev-front shape from random initialisation. A shape is the teacher's config with the
+        student's sizes and the tokenizer of its vocabulary (the trimmed teacher's: the same pieces), so
+        nothing of the student itself is needed: a resumed run on another machine does not rebuild it."""
+        from pipeline import modeling
+
+        students = [s for s in self.table["students"] if s.get("space")]
+        front = sorted(_front(students), key=lambda r: r["params"])
+        self.table["front"] = [r["name"] for r in front]
+        best = max(front, key=lambda r: statistics.fmean(r["dev"][t] for t in TASKS))
+        done = {(r["of"], r["budget"]) for r in self.table["scratch"]}
+        wanted = [(r, "path", r["flops"]) for r in front]
+        wanted.insert(0, (best, "path+teacher", best["flops"] + self.table["teacher"]["flops"]))
+        wanted = [w for w in wanted if (w[0]["name"], w[1]) not in done]
+        if not wanted:
+            return
+        teachers = self.teachers(context)
+        jobs = []
+        for row, budget, flops in wanted:
+            tokenizer_dir = teachers[str(row["candidate"]["vocab_size"])]
+            config = {**modeling.load_config(tokenizer_dir), **row["config"]}
+            jobs.append((row["name"], budget, flops, config, tokenizer_dir, spec, spec.evaluation,
+                         spec.search.cache_dir, spec.teacher.adapt))
+        with _pool(self.workers) as pool:
+            for row in _as_done(pool, _scratch_job, jobs):
+                self.table["scratch"].append(row)
+                self.save()
+
+
+def _interleave(jobs: list, key) -> list:
+    """Jobs of different depths alternate, so the workers start on different depth distillations."""
+    by: dict = {}
+    for job in jobs:
+        by.setdefault(key(job), []).append(job)
+    queues = list(by.values())
+    out = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
+
+
+def _as_done(pool, fn, jobs):
+    futures = [pool.submit(fn, job) for job in jobs]
+    for future in concurrent.futures.as_completed(futures):
+        yield future.result()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the same protocol at tiny sizes, in minutes")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("LRL_SHARED_DATA", REPO.parent / "shared" / "data")),
+                        help="the shared data folder (the one holding mt/)")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default benchmarks/work/table-SCALE)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the table (default benchmarks/results/maltese-table-cpu.json; --quick: in the work folder)")
+    parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (default 2)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    name = "quick" if args.quick else "cpu"
+    setup = _setup(name)
+    work = (args.work or REPO / "benchmarks" / "work" / f"table-{name}").resolve()
+    out = (args.out or (work / "maltese-table-quick.json" if args.quick else
+                        REPO / "benchmarks" / "results" / "maltese-table-cpu.json")).resolve()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if not (args.data / "mt").is_dir():
+            raise UsageError(f"--data {args.data}: no mt/ folder there (give the shared data folder)")
+        run = Run(setup, args.data.resolve(), work, out, args.workers, argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    run.run()
+    print(f"table: {len(run.table['students'])} students, {len(run.table['scratch'])} scratch rows -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

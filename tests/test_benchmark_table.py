@@ -1,0 +1,199 @@
+"""The Maltese table: its analysis on a small hand-made table, its bad inputs, and (slow) the quick
+tabulation end to end with a resume from a partial table on a machine without the stage cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "benchmarks")]
+
+import analyse_table  # noqa: E402
+
+TASKS = ("pos", "sentiment", "topic")
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _accuracy(correct: list[int]) -> dict:
+    return {"metric": "accuracy", "correct": correct, "total": [1] * len(correct)}
+
+
+def _model(name: str, params: int, dev: float, correct: list[int], **extra) -> dict:
+    """A row whose every task is an accuracy over one-word examples: ``correct`` on test, two equal seeds."""
+    test = sum(correct) / len(correct)
+    examples = {t: {"dev": [_accuracy(correct)] * 2, "test": [_accuracy(correct)] * 2} for t in TASKS}
+    return {"name": name, "params": params, "dev": {t: dev for t in TASKS}, "test": {t: test for t in TASKS},
+            "examples": examples, "eval_cost_s": 10.0, **extra}
+
+
+def _student(name, params, dev, correct, signal, paper=False, keys=()):
+    return _model(name, params, dev, correct, space=True, paper=paper, paper_name=name if paper else None,
+                  signals={"probe": {"0": signal, "200": dev}, "mlm": {"0": -signal, "200": -dev}},
+                  signal_cost_s={"probe": {"0": 1.0, "200": 1.0}, "mlm": {"0": 0.5, "200": 0.5}},
+                  rung_paths={"200": list(keys)}, path=list(keys))
+
+
+def hand_table() -> dict:
+    """Four students, sizes 1-4 (quality rises with size except D), a probe that swaps one pair."""
+    n = 400
+    half = [1] * (n // 2) + [0] * (n // 2)
+    students = [
+        _student("A", 1, 0.1, [0] * n, 0.1, keys=["a"]),
+        _student("B", 2, 0.3, half, 0.4, keys=["b"]),
+        _student("C", 3, 0.4, half, 0.3, paper=True, keys=["c"]),
+        _student("D", 4, 0.2, [1] * n, 0.2, keys=["d"]),
+    ]
+    return {"tool": analyse_table.TOOL, "version": 1, "signals": {"probe": "max", "mlm": "min"}, "rungs": [0, 200],
+            "students": students, "builds": {"a": 5.0, "b": 5.0, "c": 5.0, "d": 5.0},
+            "teacher": _model("teacher", 10, 0.5, [1] * n), "random": _model("random", 10, 0.0, half), "scratch": [],
+            "runs": []}
+
+
+def test_tau_rho_and_front_survival_by_hand():
+    table = hand_table()
+    probe = analyse_table.signal_report(table, "probe", "0")
+    # dev quality A .1 < D .2 < B .3 < C .4; probe A .1 < D .2 < C .3 < B .4: 5 of 6 pairs agree
+    assert probe["tau"] == pytest.approx(4 / 6, abs=1e-3)
+    assert probe["rho"] == pytest.approx(1 - 6 * 2 / (4 * 15), abs=1e-3)
+    # the dev front (quality up, params down) is A, B, C; the best third by (probe, params) keeps 2: B, A
+    assert (probe["front"], probe["front_kept"]) == (3, 2)
+    assert probe["cost_vs_full_evaluation"] == pytest.approx(0.1)
+    mlm = analyse_table.signal_report(table, "mlm", "200")  # smaller is better: -dev ranks like dev
+    assert mlm["tau"] == pytest.approx(1.0) and mlm["tau_95"][1] == pytest.approx(1.0)
+    assert analyse_table.params_report(table)["tau"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_paired_bootstrap_reproduces_known_intervals():
+    table = hand_table()
+    boot = analyse_table.Bootstrap(table, resamples=4000, seed=1)
+    teacher, random = table["teacher"], table["random"]
+    # every example right against half right: the difference is the share of the resample from the
+    # second half, Binomial(400, 1/2) / 400: 0.5 +- 1.96 * sqrt(0.25 / 400) = [0.451, 0.549]
+    result = boot.compare(teacher, random, list(TASKS))
+    assert result["pos"]["diff"] == pytest.approx(0.5)
+    assert result["pos"]["low"] == pytest.approx(0.451, abs=0.006)
+    assert result["pos"]["high"] == pytest.approx(0.549, abs=0.006)
+    assert result["mean"]["verdict"] == "A better"
+    same = boot.compare(random, random, list(TASKS))  # paired: a model against itself is exactly 0
+    assert (same["mean"]["low"], same["mean"]["high"], same["mean"]["verdict"]) == (0.0, 0.0, "tie")
+
+
+def test_the_search_stops_at_the_paper_paths_cost():
+    table = hand_table()  # every student costs its build (5 s) and its evaluation (10 s)
+    assert [len(analyse_table.searched_at_cost(table, budget, seed=0)) for budget in (14, 15, 30, 59, 60)] == [
+        0, 1, 2, 3, 4]
+    table["students"][0]["rung_paths"] = {"200": ["b"]}  # a build two students share is paid once
+    assert len(analyse_table.searched_at_cost(table, 55, seed=0)) == 4
+
+
+def test_front_against_paper_picks_on_dev_among_what_the_search_built(monkeypatch):
+    table = hand_table()
+    boot = analyse_table.Bootstrap(table, resamples=500, seed=0)
+    result = analyse_table.front_against_paper(table, boot)
+    assert result["paper_cost_s"] == 15.0 and len(result["searched"]) == 1  # the paper path is C alone: 15 s
+    everything = analyse_table.space_students(table)
+    monkeypatch.setattr(analyse_table, "searched_at_cost", lambda *args: everything)
+    (row,) = analyse_table.front_against_paper(table, boot)["rows"]
+    assert row["searched"] == "C" and row["test"]["mean"]["diff"] == 0.0  # the best on dev no larger than C
+    table["students"][1]["dev"] = {t: 0.9 for t in TASKS}  # B best on dev: chosen, and as good as C on test
+    (row,) = analyse_table.front_against_paper(table, boot)["rows"]
+    assert row["searched"] == "B" and row["test"]["mean"]["verdict"] == "tie"
+    assert row["same_choice_of_seeds"] == "10/10"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{\"tool\": \"something else\", \"students\": []}", "not a table of this tool"),
+    ("not json", "not JSON"),
+])
+def test_analysis_refuses_a_file_that_is_not_a_table(tmp_path, content, message):
+    bad = tmp_path / "table.json"
+    bad.write_text(content, encoding="utf-8")
+    proc = _cli(str(REPO / "benchmarks" / "analyse_table.py"), str(bad), "--out", str(tmp_path / "out.json"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert message in proc.stderr and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--signal", "loss"], "--signal loss: the table has no such signal (it has probe, mlm)"),
+    (["--rung", "75"], "--rung 75: the table has no such rung (it has 0, 200)"),
+])
+def test_analysis_refuses_a_signal_or_rung_the_table_lacks(tmp_path, args, message):
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(hand_table()), encoding="utf-8")
+    proc = _cli(str(REPO / "benchmarks" / "analyse_table.py"), str(table), *args, "--out", str(tmp_path / "out.json"))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}"
+    assert not (tmp_path / "out.json").exists()
+    ok = _cli(str(REPO / "benchmarks" / "analyse_table.py"), str(table), "--signal", "probe", "--rung", "0",
+              "--resamples", "200", "--out", str(tmp_path / "out.json"))
+    assert ok.returncode == 0, ok.stderr
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert [(r["signal"], r["rung"]) for r in written["signals"]] == [("params", "-"), ("probe", "0")]
+    assert written["commit"] and written["machine"]["cpus"]
+
+
+def test_tabulation_refuses_a_foreign_table(tmp_path, shared_data):
+    out = tmp_path / "table.json"
+    out.write_text(json.dumps({"tool": "another tool"}), encoding="utf-8")
+    before = out.read_text()
+    proc = _cli(str(REPO / "benchmarks" / "table.py"), "--quick", "--data", str(shared_data), "--work",
+                str(tmp_path / "work"), "--out", str(out))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {out}: not a table of this tool (no \"tool\": " \
+        "\"lrl-compress maltese table\")"
+    assert out.read_text() == before and not (tmp_path / "work").exists()
+    import table as tabulation
+
+    theirs = tabulation.new_table(tabulation._setup("cpu"))  # the CPU table is another setup than --quick's
+    out.write_text(json.dumps(theirs), encoding="utf-8")
+    proc = _cli(str(REPO / "benchmarks" / "table.py"), "--quick", "--data", str(shared_data), "--work",
+                str(tmp_path / "work"), "--out", str(out))
+    assert proc.returncode == 2 and "a table of another setup (scale cpu; differs in" in proc.stderr
+    assert json.loads(out.read_text()) == theirs and not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_quick_tabulation_resumes_without_rebuilding_what_the_table_holds(tmp_path, shared_data):
+    work, out = tmp_path / "work", tmp_path / "table.json"
+    args = [str(REPO / "benchmarks" / "table.py"), "--quick", "--data", str(shared_data), "--work", str(work),
+            "--out", str(out)]
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads(out.read_text())
+    space = [s for s in table["students"] if s["space"]]
+    assert len(space) == 4 and len(table["students"]) == 8 and {s["name"] for s in space if s["paper"]}
+    for student in table["students"]:
+        assert set(student["dev"]) == set(student["test"]) == {"pos", "topic", "sentiment"}
+        assert all(len(student["examples"][t]["test"]) == 2 for t in student["examples"])  # two seeds
+        assert student["params"] > 0 and student["cost_s"] >= student["eval_cost_s"] > 0
+        rungs = ["0", "2", "4", "8"] if student["space"] else ["8"]
+        assert all(list(student["signals"][s]) == rungs for s in ("mlm", "distill", "probe", "capped"))
+    assert all(isinstance(v, float) and v >= 0 for v in table["builds"].values())
+    assert table["protocol"]["decision"]["option"] in table["protocol"]["decision"]["gaps"]
+    assert {r["budget"] for r in table["scratch"]} == {"path", "path+teacher"}
+    assert table["runs"][0]["commit"] and table["runs"][0]["machine"]["cpus"]
+
+    # a new machine: no stage cache, and a table that ends before the last two students
+    kept, dropped = table["students"][:-2], table["students"][-2:]
+    table["students"], table["scratch"] = kept, []
+    out.write_text(json.dumps(table), encoding="utf-8")
+    shutil.rmtree(work / "cache")
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.loads(out.read_text())
+    assert resumed["students"][: len(kept)] == kept  # what the table held is kept as it was
+    assert sorted(s["name"] for s in resumed["students"][len(kept):]) == sorted(s["name"] for s in dropped)
+    assert len(resumed["runs"]) == 2 and resumed["scratch"]
+    built_again = {p.name for p in (work / "cache").iterdir()}
+    held_alone = {key for s in kept for key in s["path"]} - {key for s in dropped for key in s["path"]}
+    assert held_alone and not held_alone & built_again  # no build only a kept student needed was made again
+    assert resumed["protocol"] == table["protocol"] and resumed["teacher"] == table["teacher"]
