@@ -15,13 +15,13 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForMaskedLM
 
 from pipeline import modeling
 from pipeline.config import AdaptConfig
 from pipeline.errors import UsageError
 from pipeline.families import family_of
+from pipeline.losses import head_mlm_loss
 from pipeline.modeldir import TOKENIZER_FILES
 from pipeline.training import TrainConfig, add_training_arguments, default_device, read_training_text, train_loop
 
@@ -31,13 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def masked_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-entropy of the MLM head at the masked positions only (equal to `pipeline.losses.mlm_loss`
-    over full logits: the other positions carry label -100 and add nothing)."""
+    """Cross-entropy of the MLM head at the masked positions only, chunked over them
+    (`pipeline.losses.head_mlm_loss`; equal to `pipeline.losses.mlm_loss` over full logits: the other
+    positions carry label -100 and add nothing)."""
     encoder = modeling.base_model(model)
     hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    chosen = batch["labels"] != -100  # [batch, seq]
-    logits = modeling.lm_head(model)(hidden[chosen])  # [masked, vocab]
-    loss = F.cross_entropy(logits.float(), batch["labels"][chosen])
+    loss = head_mlm_loss(modeling.lm_head(model), hidden, batch["labels"], model.config.vocab_size)
     return loss, {"mlm": float(loss.detach())}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import torch
 
@@ -117,7 +118,7 @@ def distill_step(
 
 
 def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], cfg: DistillConfig, *, device=None,
-            fidelity: Fidelity | None = None):
+            fidelity: Fidelity | None = None, scratch=None):
     """Train ``student`` on ``alpha * MLM + (1 - alpha) * KD`` against ``teacher``.
 
     Args:
@@ -129,6 +130,7 @@ def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], c
         cfg: a `DistillConfig`; ``steps`` wins over ``epochs``; 0 steps return the student untouched.
         device: where training runs (default: the student's device); both models go back afterwards.
         fidelity: stop at a rung and save, or continue a stopped run (`pipeline.training.Fidelity`).
+        scratch: a folder for the best weights while training on the CPU (default: the temp folder).
 
     Returns:
         ``(student, tokenizer, metrics)`` with the best held-out checkpoint loaded; metrics hold
@@ -154,7 +156,7 @@ def distill(student, teacher, tokenizer, texts: list[str], heldout: list[str], c
         metrics = train_loop(
             student, tokenizer, texts, heldout,
             lambda model, batch: distill_step(model, teacher, batch, cfg),
-            TrainConfig.of(cfg), device=device, desc="distill", fidelity=fidelity,
+            TrainConfig.of(cfg), device=device, desc="distill", fidelity=fidelity, scratch=scratch,
         )
     finally:
         teacher.to(home)
@@ -175,6 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=DistillConfig.temperature)
     parser.add_argument("--no-mask-padding", action="store_true", help="count padding in the MSE (reference)")
     parser.add_argument("--grad-accum", type=int, default=DistillConfig.grad_accum)
+    parser.add_argument("--heldout-rows", type=int, default=DistillConfig.heldout_rows,
+                        help="held-out rows each evaluation scores (default %(default)s; 0: all)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -183,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = DistillConfig(
         alpha=args.alpha, kd_loss=args.kd_loss, temperature=args.temperature, mask_padding=not args.no_mask_padding,
         lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, epochs=args.epochs,
-        max_length=args.max_length, eval_every=args.eval_every, seed=args.seed,
+        max_length=args.max_length, eval_every=args.eval_every, seed=args.seed, heldout_rows=args.heldout_rows or None,
     )
     teacher, tokenizer = modeling.load(args.teacher)
     if args.student:
@@ -195,6 +199,8 @@ def main(args: argparse.Namespace) -> int:
         extra = {"init": args.init, "teacher_layers": indices}
     texts, heldout = read_training_text(args)
     device = default_device(args.device)
-    student, tokenizer, metrics = distill(student, teacher, tokenizer, texts, heldout, cfg, device=device)
+    out_parent = Path(args.out).expanduser().parent
+    student, tokenizer, metrics = distill(student, teacher, tokenizer, texts, heldout, cfg, device=device,
+                                          scratch=out_parent if out_parent.is_dir() else None)
     modeling.save_output(args.out, student, tokenizer, {**metrics, **extra})
     return 0

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TRAIN_FACTOR", "forward_flops", "mlm_training_flops", "prune_flops", "distill_flops", "tokens_for_flops"]
+__all__ = ["TRAIN_FACTOR", "distill_flops", "forward_flops", "heldout_share", "mlm_training_flops", "prune_flops",
+           "tokens_for_flops"]
 
 TRAIN_FACTOR = 3  # a training step: one forward pass and a backward pass of twice its cost
 
@@ -57,3 +58,30 @@ def prune_flops(model: Mapping[str, Any], metrics: Mapping[str, Any], seq_len: i
 def tokens_for_flops(config: Mapping[str, Any], flops: float, seq_len: int) -> float:
     """How many tokens masked-LM training of ``config`` can train on for ``flops`` (held-out passes aside)."""
     return flops / (TRAIN_FACTOR * forward_flops(config, 1.0, seq_len))
+
+
+def heldout_share(student: Mapping[str, Any], teacher: Mapping[str, Any], cfg: Any, heldout_rows: int,
+                  steps: int | None = None) -> float:
+    """The share of a distillation's compute that its held-out evaluations take.
+
+    Every ``cfg.eval_every`` steps (and once before the first) teacher and student run forward over
+    ``min(heldout_rows, cfg.heldout_rows)`` rows; a training step trains the student on ``batch_size x
+    grad_accum`` rows and runs the teacher forward on them. Rows count as ``max_length`` tokens (long
+    documents fill them). ``steps`` None: a run long enough that the first evaluation does not count.
+
+    Args:
+        student, teacher: the configs of the two models.
+        cfg: a `pipeline.config.DistillConfig`.
+        heldout_rows: rows of held-out text there are (e.g. ``data.heldout.max_lines``).
+        steps: the run's length in steps.
+    """
+    rows = heldout_rows if cfg.heldout_rows is None else min(heldout_rows, cfg.heldout_rows)
+    seq = cfg.max_length
+    per_step = (TRAIN_FACTOR * forward_flops(student, 1.0, seq) + forward_flops(teacher, 1.0, seq)) * \
+        cfg.batch_size * cfg.grad_accum * seq
+    per_eval = (forward_flops(student, 1.0, seq) + forward_flops(teacher, 1.0, seq)) * rows * seq
+    if steps is None:
+        train, evals = per_step * cfg.eval_every, 1.0
+    else:
+        train, evals = per_step * steps, -(-steps // cfg.eval_every) + 1.0
+    return evals * per_eval / (train + evals * per_eval)

@@ -6,11 +6,16 @@ One MLM forward/backward pass over held-out text accumulates, per layer ``l`` an
 transformers 4). The top ``F`` neurons of every layer are kept in descending importance, so one
 ``intermediate_size`` describes the model; heads are permuted, most important first, which changes
 no output but makes the following hidden-size truncation keep the most useful dimensions.
+
+The pass holds no memory it does not use: only the FFN input layers (and the head gates) get
+gradients, the loss runs the MLM head at the masked positions only, chunked over them
+(`pipeline.losses.head_mlm_loss`), and on CUDA the pass runs under bf16 autocast (``bf16``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 import torch
@@ -20,7 +25,7 @@ from pipeline.config import PruneConfig
 from pipeline.corpus import read_corpus
 from pipeline.errors import UsageError
 from pipeline.families import max_positions
-from pipeline.losses import mlm_loss
+from pipeline.losses import head_mlm_loss
 from pipeline.mlm import encode, mlm_batches
 
 __all__ = ["prune_ffn", "importance", "add_arguments", "main"]
@@ -39,6 +44,10 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig,
         ``(ffn, heads)``: ``[num_layers, intermediate_size]`` and ``[num_layers, num_heads]``.
     """
     config = model.config
+    rows = encode(tokenizer, texts, min(cfg.max_length, max_positions(config)))
+    if not rows:
+        raise UsageError("pruning needs held-out text: the corpus is empty after tokenisation")
+    generator = torch.Generator().manual_seed(cfg.seed)
     stack = modeling.layers(model)
     heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
     device = next(model.parameters()).device
@@ -54,12 +63,16 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig,
         hooks.append(layer.attention.output.dense.register_forward_pre_hook(gate_context))
     ffn = torch.zeros(len(stack), config.intermediate_size)
     head_scores = torch.zeros(len(stack), heads)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    rows = encode(tokenizer, texts, min(cfg.max_length, max_positions(config)))
-    if not rows:
-        raise UsageError("pruning needs held-out text: the corpus is empty after tokenisation")
     was_training = model.training
     model.eval()  # no dropout: the pass measures the model, it does not train it
+    # gradients only where the scores read them: a full set would add a model's size of memory
+    ffn_params = {id(p) for layer in stack for p in layer.intermediate.dense.parameters()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in ffn_params]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
+                else contextlib.nullcontext())
+    encoder, head = modeling.base_model(model), modeling.lm_head(model)
     try:
         for step, batch in enumerate(mlm_batches(tokenizer, rows, cfg.batch_size, 0.15, generator, shuffle=False)):
             if cfg.max_batches is not None and step >= cfg.max_batches:
@@ -71,7 +84,10 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig,
                 counts["positions"] = counts.get("positions", 0) + labels.numel()
             model.zero_grad(set_to_none=True)
             gates.grad = None
-            mlm_loss(model(**batch).logits, labels).backward()
+            with autocast:
+                hidden = encoder(**batch).last_hidden_state  # [batch, seq, hidden]
+                loss = head_mlm_loss(head, hidden, labels, config.vocab_size)
+            loss.backward()
             for index, layer in enumerate(stack):
                 dense = layer.intermediate.dense
                 score = (dense.weight.grad * dense.weight).sum(dim=1) + dense.bias.grad * dense.bias
@@ -80,6 +96,8 @@ def importance(model, tokenizer, texts: list[str], cfg: PruneConfig,
     finally:
         for hook in hooks:
             hook.remove()
+        for parameter in frozen:
+            parameter.requires_grad_(True)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return ffn, head_scores

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import datetime
 import json
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -77,6 +80,12 @@ class TrainConfig:
         bf16: bf16 autocast (on CUDA only).
         pack: train on rows of exactly ``max_length`` tokens cut from the joined texts
             (`pipeline.mlm.encode`); held-out text is packed alike.
+        heldout_rows: held-out rows (sequences) each evaluation scores, the first ones every time;
+            ``None`` scores them all.
+        best_weights: where the best held-out weights so far are kept: ``"memory"`` (a copy in CPU
+            memory), ``"file"`` (a safetensors file in the run's scratch folder), or ``"auto"``: CPU
+            memory when training on an accelerator, a file when training on the CPU, where a copy in
+            memory would take as much RAM as the model. The results are the same either way.
     """
 
     steps: int | None
@@ -93,6 +102,8 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True
     pack: bool = False
+    heldout_rows: int | None = None
+    best_weights: Literal["auto", "memory", "file"] = "auto"
 
     @classmethod
     def of(cls, stage: AdaptConfig | DistillConfig) -> TrainConfig:
@@ -142,6 +153,7 @@ def train_loop(
     device=None,
     desc: str = "train",
     fidelity: Fidelity | None = None,
+    scratch: str | Path | None = None,
 ) -> dict:
     """AdamW with linear decay over masked batches of ``texts``; keeps the best held-out checkpoint.
 
@@ -158,6 +170,7 @@ def train_loop(
         device: where training runs (default: the model's device).
         desc: the name in the progress bar, the log lines and error messages.
         fidelity: stop early and save, or continue a stopped run (see `Fidelity`); None: the full run.
+        scratch: the folder of a best-weights file (``cfg.best_weights``; default: the system's temp folder).
 
     Returns:
         ``params, steps, loss_start, loss_end`` (means of the first and last step losses: ten, or a
@@ -178,7 +191,7 @@ def train_loop(
     heldout_rows = encode(tokenizer, heldout, length, pack=cfg.pack)
     if not rows:
         raise UsageError("the training corpus is empty after tokenisation")
-    heldout_rows = heldout_rows or rows[: cfg.batch_size * 4]
+    heldout_rows = (heldout_rows or rows[: cfg.batch_size * 4])[: cfg.heldout_rows]
     heldout_tokens = sum(len(row) for row in heldout_rows)
     per_epoch = math.ceil(len(rows) / cfg.batch_size)
     total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * per_epoch / cfg.grad_accum)
@@ -223,14 +236,39 @@ def train_loop(
     batches = _Stream(tokenizer, rows, cfg.batch_size, cfg.mlm_probability, generator, vocab_size)
     losses: list[float] = []
     seconds = 0.0
-    if fidelity is not None and fidelity.resume:
-        first, best, best_state, losses, seconds = _restore(fidelity.resume, model, optimizer, scheduler, batches,
+    kept = cfg.best_weights if cfg.best_weights != "auto" else ("file" if device.type == "cpu" else "memory")
+    with _BestWeights(kept, scratch) as best_state:
+        if fidelity is not None and fidelity.resume:
+            first, best, state, losses, seconds = _restore(fidelity.resume, model, optimizer, scheduler, batches,
                                                            metrics, stop, desc)
-    else:
-        first = 1
-        best = heldout_loss()
-        metrics["heldout_loss_start"] = best
-        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state.keep_state(state)
+        else:
+            first = 1
+            best = heldout_loss()
+            metrics["heldout_loss_start"] = best
+            best_state.keep(model)
+        best = _train(model, cfg, compute_loss, heldout_loss, optimizer, scheduler, batches, losses, metrics,
+                      best, best_state, first=first, stop=stop, total=total, rungs=rungs, seconds=seconds,
+                      device=device, autocast=autocast, desc=desc, fidelity=fidelity)
+        del optimizer, scheduler  # the best weights come back where the optimiser's state was
+        best_state.load_into(model)
+    model.to(home)
+    model.eval()
+    window = max(1, min(10, len(losses) // 4))  # a quarter of the run at most, so start and end differ
+    metrics.update(
+        params=model.num_parameters(),
+        loss_start=sum(losses[:window]) / window,
+        loss_end=sum(losses[-window:]) / window,
+        heldout_loss=best,
+    )
+    log.info("%s: %d of %d steps, loss %.4f -> %.4f, best held-out %.4f at step %d", desc, stop, total,
+             metrics["loss_start"], metrics["loss_end"], best, metrics["best_step"])
+    return metrics
+
+
+def _train(model, cfg: TrainConfig, compute_loss: LossFn, heldout_loss, optimizer, scheduler, batches, losses,
+           metrics, best, best_state, *, first, stop, total, rungs, seconds, device, autocast, desc, fidelity):
+    """The steps ``first..stop`` of `train_loop`, held-out checkpoints included; returns the best held-out loss."""
     every, logged = math.ceil(total / PROGRESS_LINES), first - 1
     started = time.perf_counter() - seconds
     model.train()
@@ -261,27 +299,92 @@ def train_loop(
             log.debug("%s step %d: loss %.4f, held-out %.4f", desc, step, step_loss, current)
             if current < best:
                 best, metrics["best_step"] = current, step
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_state.keep(model)
     progress.close()
     if fidelity is not None:
         metrics.update(stop_at=stop, resumed_from=first - 1)
         if fidelity.save:
-            _save(fidelity.save, stop, model, optimizer, scheduler, batches, metrics, best, best_state, losses,
+            _save(fidelity.save, stop, model, optimizer, scheduler, batches, metrics, best, best_state.state(), losses,
                   time.perf_counter() - started)
-    model.load_state_dict(best_state)
-    model.to(home)
-    model.eval()
-    window = max(1, min(10, len(losses) // 4))  # a quarter of the run at most, so start and end differ
-    metrics.update(
-        params=model.num_parameters(),
-        loss_start=sum(losses[:window]) / window,
-        loss_end=sum(losses[-window:]) / window,
-        heldout_loss=best,
-        seconds=time.perf_counter() - started,
-    )
-    log.info("%s: %d of %d steps, loss %.4f -> %.4f, best held-out %.4f at step %d", desc, stop, total,
-             metrics["loss_start"], metrics["loss_end"], best, metrics["best_step"])
-    return metrics
+    metrics["seconds"] = time.perf_counter() - started
+    return best
+
+
+class _BestWeights:
+    """The best held-out weights so far, off the training device: in CPU memory (``"memory"``) or in a
+    safetensors file (``"file"``) under ``scratch``, removed when the run ends. A tensor that shares its
+    storage with another (the decoder tied to the word embeddings) is written once. Either way the same
+    values come back, so where they are kept never changes a result."""
+
+    def __init__(self, where: str, scratch: str | Path | None = None):
+        self.where, self.scratch = where, scratch
+        self.tensors: dict[str, torch.Tensor] | None = None
+        self.folder: str | None = None
+
+    def __enter__(self) -> _BestWeights:
+        if self.where == "file":
+            if self.scratch is not None:
+                Path(self.scratch).mkdir(parents=True, exist_ok=True)
+            self.folder = tempfile.mkdtemp(prefix=".best-weights-", dir=self.scratch)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            Path(self.folder, "best.safetensors").unlink(missing_ok=True)
+            os.rmdir(self.folder)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.folder, "best.safetensors")
+
+    def keep(self, model) -> None:
+        """Keep ``model``'s current weights as the best ones."""
+        self.keep_state(model.state_dict())
+
+    def keep_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.where == "memory":
+            self.tensors = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+            return
+        from safetensors.torch import save_file
+
+        tensors, aliases, seen = {}, {}, {}
+        for name, tensor in state.items():
+            where = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+            if tensor.numel() and where in seen:
+                aliases[name] = seen[where]
+                continue
+            seen[where] = name
+            tensors[name] = tensor.detach().cpu().contiguous()
+        tmp = self.path + ".tmp"
+        save_file(tensors, tmp, metadata={"aliases": json.dumps(aliases)})
+        os.replace(tmp, self.path)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The best weights as a state dict (read from the file in ``"file"`` mode)."""
+        if self.where == "memory":
+            return self.tensors
+        from safetensors import safe_open
+
+        with safe_open(self.path, framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            aliases = json.loads(handle.metadata()["aliases"])
+        return {**tensors, **{name: tensors[target] for name, target in aliases.items()}}
+
+    def load_into(self, model) -> None:
+        """Copy the best weights into ``model``, one tensor at a time from a file."""
+        if self.where == "memory":
+            model.load_state_dict(self.tensors)
+            return
+        from safetensors import safe_open
+
+        target = model.state_dict()
+        with safe_open(self.path, framework="pt") as handle, torch.no_grad():
+            aliases = json.loads(handle.metadata()["aliases"])
+            stored = set(handle.keys()) | set(aliases)
+            if stored != set(target):
+                raise RuntimeError(f"best weights hold {sorted(stored ^ set(target))[:3]}... unlike the model")
+            for name, tensor in target.items():
+                tensor.copy_(handle.get_tensor(aliases.get(name, name)))
 
 
 def _save(path, step, model, optimizer, scheduler, batches, metrics, best, best_state, losses, seconds) -> None:

@@ -277,7 +277,7 @@ def _build_distill(plan: TrialPlan, texts: _Texts, step: Step, source, teacher, 
     student = init_student(model, layers, init, seed=plan.distill.seed)
     cfg, fidelity = _rung(plan, step, plan.distill, out)
     student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout, cfg,
-                                          device=plan.device, fidelity=fidelity)
+                                          device=plan.device, fidelity=fidelity, scratch=out)
     metrics["teacher_layers"] = layer_indices(model.config.num_hidden_layers, layers, init)
     _save(out, student, tokenizer, metrics)
 
@@ -301,7 +301,7 @@ def _build_truncate(plan: TrialPlan, texts: _Texts, step: Step, source, teacher,
     del model
     cfg, fidelity = _rung(plan, step, plan.truncate.distill, out)
     student, tokenizer, metrics = distill(student, big, tokenizer, texts.corpus, texts.heldout, cfg,
-                                          device=plan.device, fidelity=fidelity)
+                                          device=plan.device, fidelity=fidelity, scratch=out)
     _save(out, student, tokenizer, metrics)
 
 

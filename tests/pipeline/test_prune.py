@@ -49,3 +49,37 @@ def test_prune_cli(tiny_bert, shared_data, tmp_path):
     args = ["prune", "--model", str(tiny_bert), "--ffn", "16", "--corpus", str(flores), "--out", str(tmp_path / "o")]
     assert cli(args + ["--max-batches", "2"]) == 0
     assert_hf_dir(tmp_path / "o")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr", "tiny_bert"])
+def test_importance_is_the_same_chunked_and_in_one_piece(fixture, request, maltese_sentences, monkeypatch):
+    """The importance pass over the masked positions, in chunks of 2 rows recomputed in the backward pass,
+    scores every neuron and head as the pass in one piece does."""
+    import pipeline.losses as losses
+
+    model, tokenizer = modeling.load(request.getfixturevalue(fixture))
+    whole = importance(model, tokenizer, maltese_sentences[:32], CFG)
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 2 * model.config.vocab_size)
+    chunked = importance(model, tokenizer, maltese_sentences[:32], CFG)
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-5, atol=1e-6)
+
+
+def test_importance_pass_gives_gradients_to_the_ffn_input_layers_only(tiny_xlmr, maltese_sentences, monkeypatch):
+    """Only the weights the scores read get gradient buffers (the embeddings alone are 768 MB of them at
+    XLM-R's vocabulary); afterwards every weight trains again."""
+    import pipeline.prune as prune
+    from pipeline.losses import head_mlm_loss
+
+    model, tokenizer = modeling.load(tiny_xlmr)
+    seen = []
+
+    def spy(head, hidden, labels, vocab_size):
+        seen.append(sorted(name for name, p in model.named_parameters() if p.requires_grad))
+        return head_mlm_loss(head, hidden, labels, vocab_size)
+
+    monkeypatch.setattr(prune, "head_mlm_loss", spy)
+    importance(model, tokenizer, maltese_sentences[:16], CFG)
+    expected = sorted(f"roberta.encoder.layer.{i}.intermediate.dense.{w}" for i in range(4) for w in ("weight", "bias"))
+    assert seen and all(names == expected for names in seen)
+    assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())

@@ -26,7 +26,9 @@ def test_of_distill_config_takes_every_loop_setting():
                           mlm_probability=0.2, weight_decay=0.01, warmup_steps=5, grad_clip=0.5, eval_every=7,
                           seed=9, bf16=False)
     cfg = TrainConfig.of(stage)
-    assert dataclasses.asdict(cfg) == {field.name: getattr(stage, field.name) for field in dataclasses.fields(cfg)}
+    assert dataclasses.asdict(cfg) == {field.name: getattr(stage, field.name, field.default)
+                                       for field in dataclasses.fields(cfg)}
+    assert cfg.heldout_rows == 256 and cfg.best_weights == "auto"
 
 
 def test_of_adapt_config_keeps_adapts_loop_defaults():
@@ -102,3 +104,51 @@ def test_a_rung_past_the_run_is_refused(tiny_xlmr, maltese_sentences):
     cfg = TrainConfig(steps=4, lr=1e-3, batch_size=8, max_length=32, bf16=False)
     with pytest.raises(UsageError, match="cannot stop at step 9 of a 4-step run"):
         train_loop(model, tokenizer, maltese_sentences[:20], [], _mlm, cfg, fidelity=Fidelity(9))
+
+
+def test_best_weights_in_a_file_or_in_memory_train_the_same(tiny_xlmr, maltese_sentences, tmp_path):
+    """Distillation with its best-weights copy in a file (the default on a CPU, where a copy in memory sits
+    beside the model in the same RAM) ends with the very weights and metrics of the copy in memory; the
+    file lives in the scratch folder while training and is gone afterwards."""
+    import torch
+
+    from pipeline.distill import distill_step, init_student
+
+    # warm-up to a learning rate too high for the model: the best checkpoint is at step 6 of 12
+    cfg = DistillConfig(steps=12, lr=0.1, warmup_steps=9, batch_size=8, max_length=32, eval_every=3, bf16=False)
+    texts, heldout = maltese_sentences[:120], maltese_sentences[-24:]
+    seen: list[list[str]] = []
+    results = {}
+    for where in ("memory", "file", "auto"):
+        teacher, tokenizer = modeling.load(tiny_xlmr)
+        student = init_student(teacher, 2, "stride")
+        scratch = tmp_path / where
+
+        def loss(model, batch, teacher=teacher, scratch=scratch):
+            seen.append(sorted(p.name for p in scratch.rglob("*")) if scratch.exists() else [])
+            return distill_step(model, teacher, batch, cfg)
+
+        train = dataclasses.replace(TrainConfig.of(cfg), best_weights=where)
+        metrics = train_loop(student, tokenizer, texts, heldout, loss, train, desc="distill", scratch=scratch)
+        assert not scratch.exists() or not any(scratch.iterdir()), "the best-weights file was left behind"
+        results[where] = (student.state_dict(), {k: v for k, v in metrics.items() if k != "seconds"}, seen[-1])
+    memory, file, auto = results["memory"], results["file"], results["auto"]
+    assert memory[1]["best_step"] == 6  # a checkpoint before the end is what comes back
+    for state, metrics, files in (file, auto):
+        assert metrics == memory[1]
+        assert all(torch.equal(state[name], tensor) for name, tensor in memory[0].items())
+        assert any(name == "best.safetensors" for name in files)  # the copy was in the file meanwhile
+    assert memory[2] == []
+
+
+def test_heldout_rows_bounds_every_evaluation(tiny_bert, maltese_sentences):
+    """Each held-out evaluation scores the first ``heldout_rows`` rows; None scores them all."""
+    from pipeline.mlm import encode
+
+    model, tokenizer = modeling.load(tiny_bert)
+    heldout = maltese_sentences[-40:]
+    rows = encode(tokenizer, heldout, 16)
+    for limit, expected in ((5, rows[:5]), (None, rows)):
+        cfg = TrainConfig(steps=2, lr=1e-3, batch_size=4, max_length=16, bf16=False, heldout_rows=limit)
+        metrics = train_loop(model, tokenizer, maltese_sentences[:20], heldout, _mlm, cfg)
+        assert metrics["heldout_tokens"] == sum(len(row) for row in expected) and metrics["heldout_evals"] == 2
