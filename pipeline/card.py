@@ -16,7 +16,9 @@ The card data is a JSON-able dict; every key but ``name`` may be missing:
 - ``tasks``: ``{task: {"metric", "dataset", "dev", "test", "teacher_dev", "teacher_test"}}``;
 - ``latency``: rows ``{"runtime", "batch", "seq_len", "threads", "ms", "teacher_ms"}``;
 - ``checks``: ``{"text": where the check text came from, "onnx": max abs diff, "onnx-int8": cosine}``;
-- ``source``: where the student comes from (``{"run_id", "experiment", "trial", "tracking_uri"}``).
+- ``source``: where the student comes from (``{"run_id", "experiment", "trial", "tracking_uri"}``);
+- ``notes``: sentences about the stages a reader should know of (a vocabulary trimmed to fewer tokens
+  than asked), shown under the lineage.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def card_data(result: Mapping[str, Any], *, name: str, language: str | None = No
                        "test": (result.get("test_scores") or {}).get(task), "teacher_dev": reference.get(task),
                        "teacher_test": reference.get(f"test_{task}")}
     data["tasks"] = tasks
+    if result.get("notes"):
+        data["notes"] = list(result["notes"])
     if result.get("latency_ms") is not None and latency:
         data["latency"] = [{**dict(latency), "ms": result["latency_ms"], "teacher_ms": reference.get("latency_ms")}]
     return data
@@ -110,7 +114,7 @@ def card_data(result: Mapping[str, Any], *, name: str, language: str | None = No
 def _outcome(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     """The numbers of a stage's ``metrics.json`` worth a card: losses, steps, time."""
     keep = ("steps", "loss_start", "loss_end", "heldout_loss", "heldout_loss_start", "seconds", "vocab_size",
-            "kept", "coverage")
+            "vocab_size_asked", "kept", "coverage")
     return {key: value for key, value in (metrics or {}).items() if key in keep and value is not None}
 
 
@@ -169,6 +173,9 @@ def _lineage(data: Mapping[str, Any]) -> str:
     lines += ["", "| # | stage | settings | outcome |", "|---:|---|---|---|"]
     for number, (stage, entry) in enumerate(stages.items(), 1):
         lines.append(f"| {number} | {stage} | {_compact(entry.get('settings'))} | {_compact(entry.get('outcome'))} |")
+    notes = data.get("notes") or []
+    if notes:
+        lines += ["", *(f"Note: {note}." for note in notes)]
     return "\n".join(lines) + "\n"
 
 

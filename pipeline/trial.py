@@ -126,7 +126,8 @@ def build_student(plan: TrialPlan, progress: Progress | None = None) -> dict:
         a JSON-able dict: ``model_dir, params, sizes, disk_mb, config``, ``timings`` and ``cpu_s``
         (wall and CPU seconds per stage; a trimmed teacher copy's under ``teacher_trim_vocab``),
         ``stage_keys``, ``cached`` (the stages found in the cache), ``stages`` (each stage's metrics),
-        ``settings``, ``builds`` (one entry per step, teacher copies included: ``stage, key, built,
+        ``settings``, ``notes`` (stage outcomes a person should know of, such as a trimmed vocabulary
+        smaller than asked; absent when there are none), ``builds`` (one entry per step, teacher copies included: ``stage, key, built,
         wall_s, cpu_s, rung, for_teacher``; ``built`` is false when the output was found in the cache
         or another process built it meanwhile) and ``rung`` when the last distillation ran at one.
 
@@ -178,6 +179,9 @@ def build_student(plan: TrialPlan, progress: Progress | None = None) -> dict:
         if hit:
             result["cached"].append(step.stage)
         report(f"{step.stage}: {'cached' if hit else 'built'} {step.key} in {seconds:.1f}s")
+        if metrics.get("note"):  # e.g. a trimmed vocabulary smaller than asked
+            result.setdefault("notes", []).append(f"{step.stage}: {metrics['note']}")
+            report(f"{step.stage}: {metrics['note']}")
     final_key = steps[-1].key if steps else teacher_key
     model_dir = str(paths[final_key])
     result.update(model_dir=model_dir, final_key=final_key, **_describe(model_dir, modeling.load_config(model_dir)))

@@ -27,7 +27,7 @@ from pipeline.errors import UsageError
 from pipeline.families import Family, family_of
 from pipeline.vocab import unigram_pieces
 
-__all__ = ["count_pieces", "kept_ids", "trim_vocab", "add_arguments", "main"]
+__all__ = ["count_pieces", "kept_ids", "kept_specials", "shortfall", "trim_vocab", "add_arguments", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,35 @@ def kept_ids(tokenizer, texts: list[str], vocab_size: int, cfg: TrimVocabConfig)
     Raises:
         UsageError: when ``vocab_size`` leaves no room beside the special tokens.
     """
-    specials = sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder))
+    specials = kept_specials(tokenizer)
     if vocab_size <= len(specials):
         raise UsageError(f"vocabulary size {vocab_size} leaves no room beside {len(specials)} special tokens")
     counts = count_pieces(tokenizer, texts, cfg.counting)
-    candidates = [
-        (-count, index) for index, count in counts.items() if count >= cfg.min_count and index not in specials
-    ]
+    candidates = [(-count, index) for index, count in counts.items() if count >= cfg.min_count and index not in specials]
     chosen = [index for _, index in sorted(candidates)[: vocab_size - len(specials)]]
     return sorted(set(specials) | set(chosen)), counts
+
+
+def kept_specials(tokenizer) -> list[int]:
+    """The ids trimming always keeps: special tokens and tokens added on top of the segmentation model."""
+    return sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder))
+
+
+def shortfall(vocab_size: int, kept: int, reaching: int, cfg: TrimVocabConfig, lines: int) -> str | None:
+    """The sentence that says a trimmed vocabulary is smaller than asked, or None when it is not.
+
+    Args:
+        vocab_size: the size asked for, special tokens included.
+        kept: the size kept.
+        reaching: pieces (special tokens aside) that occur at least ``cfg.min_count`` times.
+        cfg: the trimming settings.
+        lines: the corpus' lines.
+    """
+    if kept >= vocab_size:
+        return None
+    counted = "documents" if cfg.counting == "document" else "times"
+    return (f"kept {kept:,} of the {vocab_size:,} tokens asked: only {reaching:,} pieces occur at least "
+            f"{cfg.min_count} {counted} (trim_vocab.min_count) in the {lines:,} corpus lines")
 
 
 def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVocabConfig):
@@ -102,8 +122,10 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
         cfg: a `TrimVocabConfig` (``min_count``, ``counting``).
 
     Returns:
-        ``(model, tokenizer, metrics)``; metrics hold ``params``, ``vocab_size`` and ``coverage`` (the
-        share of corpus tokens that are kept pieces).
+        ``(model, tokenizer, metrics)``; metrics hold ``params``, ``vocab_size`` (kept),
+        ``vocab_size_asked``, ``pieces_at_min_count`` (pieces, special tokens aside, that reach
+        ``cfg.min_count``), ``coverage`` (the share of corpus tokens that are kept pieces) and, when
+        fewer tokens were kept than asked, ``note``: the sentence that says so (also logged as a warning).
 
     Raises:
         UsageError: for a size larger than the current vocabulary, too small for the specials, or a
@@ -133,11 +155,19 @@ def trim_vocab(model, tokenizer, texts: list[str], vocab_size: int, cfg: TrimVoc
             changes[f"{token}_token_id"] = new_id
     new = modeling.rebuild(model, state, **changes)
     covered = sum(counts[i] for i in keep)
+    specials = set(kept_specials(tokenizer))
+    reaching = sum(1 for index, count in counts.items() if count >= cfg.min_count and index not in specials)
     metrics = {
         "params": new.num_parameters(),
         "vocab_size": len(keep),
+        "vocab_size_asked": vocab_size,
+        "pieces_at_min_count": reaching,
         "coverage": covered / max(1, sum(counts.values())),
     }
+    note = shortfall(vocab_size, len(keep), reaching, cfg, len(texts))
+    if note:
+        metrics["note"] = note
+        log.warning("trim-vocab: %s", note)
     log.info("trimmed vocabulary %d -> %d (coverage %.4f)", old_size, len(keep), metrics["coverage"])
     return new, new_tokenizer, metrics
 

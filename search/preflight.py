@@ -3,8 +3,9 @@
 ``python -m search.run SPEC --check`` prints the report; the search runs the same check before the
 teacher's adaptation and stops there on a problem, so a dataset that does not load costs seconds, not
 hours. The report holds the teacher's config and tokenizer, the corpus and held-out text (line counts,
-first line), and every task (split sizes, label set, the columns used). Each problem is one line
-naming the spec field.
+first line), how many tokens each trimmed vocabulary of ``space.vocab`` keeps on the corpus (fewer
+than asked when fewer pieces reach ``trim_vocab.min_count``), and every task (split sizes, label set,
+the columns used). Each problem is one line naming the spec field.
 
 Hygiene: the dev and test texts of the classification tasks must not appear in the corpus or the
 held-out text (SIB-200's topic sentences are FLORES text, for instance): such an overlap is a problem.
@@ -56,8 +57,11 @@ class Report:
 def preflight(spec: Spec) -> Report:
     """Open the teacher's config and tokenizer, the corpus, the held-out text and every task of ``spec``."""
     report = Report()
-    _teacher(spec, report)
-    texts = {name: _corpus(name, getattr(spec.data, name), report) for name in ("corpus", "heldout")}
+    tokenizer = _teacher(spec, report)
+    read = {name: _corpus(name, getattr(spec.data, name), report) for name in ("corpus", "heldout")}
+    texts = {name: {_normal(line) for line in lines} for name, lines in read.items()}
+    if tokenizer is not None and read["corpus"]:
+        _trimmed(spec, tokenizer, read["corpus"], report)
     report.rows.append(f"{'task':<10} {'train / dev / test':<22} {'labels':<44} columns")
     for task, source in spec.data.tasks.items():
         data = _guard(report, f"data.tasks.{task}", lambda: _load_task(task, source))
@@ -79,20 +83,21 @@ def _load_task(task, source):
     return load_task(task, source)
 
 
-def _teacher(spec: Spec, report: Report) -> None:
+def _teacher(spec: Spec, report: Report):
+    """Add the teacher's row; returns its tokenizer when one was loaded."""
     model = spec.teacher.model
     config = _guard(report, "teacher.model", lambda: teacher_config(spec))
     if config is None:
-        return
+        return None
     line = (f"teacher    {spec.teacher.label}: {family_of(config).name}, {config['num_hidden_layers']} layers, hidden "
             f"{config['hidden_size']}, FFN {config['intermediate_size']}, vocabulary {config['vocab_size']:,}, "
             f"{config_parameters(config):,} parameters")
     if model is None:
         report.rows.append(line + "; tokenizer and weights: trained on data.corpus on first use")
-        return
+        return None
     if model.startswith("synthetic:"):
         report.rows.append(line + "; tokenizer: built on first use")
-        return
+        return None
     tokenizer = _guard(report, "teacher.model", lambda: _tokenizer(model))
     if tokenizer is not None:
         size = len(tokenizer)
@@ -102,6 +107,33 @@ def _teacher(spec: Spec, report: Report) -> None:
                                    f"vocabulary only {config['vocab_size']:,} rows")
     else:
         report.rows.append(line)
+    return tokenizer
+
+
+def _trimmed(spec: Spec, tokenizer, lines: list[str], report: Report) -> None:
+    """A row that says how many tokens each trimmed vocabulary of ``space.vocab`` keeps on this corpus:
+    fewer than asked when fewer pieces reach ``trim_vocab.min_count``."""
+    from pipeline.trim_vocab import count_pieces, kept_specials
+
+    sizes = sorted({int(v) for v in spec.space.vocab if v != "full" and int(v) < len(tokenizer)}, reverse=True)
+    if not sizes:
+        return
+    cfg = spec.trim_vocab
+    specials = set(kept_specials(tokenizer))
+    counts = count_pieces(tokenizer, lines, cfg.counting)
+    reaching = sum(1 for index, count in counts.items() if count >= cfg.min_count and index not in specials)
+    source = spec.data.corpus
+    sampled = _hub(source) and (source.max_lines is None or source.max_lines > HUB_SAMPLE) and len(lines) >= HUB_SAMPLE
+    where = f"the first {len(lines):,} lines of data.corpus" if sampled else f"data.corpus ({len(lines):,} lines)"
+    kept = ", ".join(f"{size} keeps {'at least ' if sampled and reaching + len(specials) < size else ''}"
+                     f"{min(size, reaching + len(specials)):,}" for size in sizes)
+    counted = "documents" if cfg.counting == "document" else "times"
+    report.rows.append(f"{'trim_vocab':<10} {reaching:,} pieces occur at least {cfg.min_count} {counted} in {where}: "
+                       f"space.vocab {kept} tokens (with {len(specials)} special tokens)")
+
+
+def _hub(source: CorpusSource) -> bool:
+    return source.format == "hf" or source.source.startswith("hf:")
 
 
 def _tokenizer(model: str):
@@ -110,25 +142,25 @@ def _tokenizer(model: str):
     return modeling.load_tokenizer(model)
 
 
-def _corpus(name: str, source: CorpusSource, report: Report) -> set[str]:
-    """Read the text (a hub corpus up to `HUB_SAMPLE` lines), add its row; returns its normalised lines."""
+def _corpus(name: str, source: CorpusSource, report: Report) -> list[str]:
+    """Read the text (a hub corpus up to `HUB_SAMPLE` lines), add its row; returns its lines."""
     from pipeline.corpus import read_corpus
 
     if source.source.startswith("synthetic:"):
         report.rows.append(f"{name:<10} {source.source}: built on first use")
-        return set()
-    hub = source.format == "hf" or source.source.startswith("hf:")
+        return []
+    hub = _hub(source)
     capped = hub and (source.max_lines is None or source.max_lines > HUB_SAMPLE)
     read = dataclasses.replace(source, max_lines=HUB_SAMPLE) if capped else source
     lines = _guard(report, f"data.{name}", lambda: read_corpus(read))
     if lines is None:
         report.rows.append(f"{name:<10} {source.source}: not read (see the problems below)")
-        return set()
+        return []
     count = f"first {len(lines):,} lines read (of {'all' if source.max_lines is None else f'{source.max_lines:,}'})" \
         if capped else f"{len(lines):,} lines"
     words = sum(len(line.split()) for line in lines)
     report.rows.append(f"{name:<10} {_cut(source.source, 50)}: {count}, {words:,} words; first: {_cut(lines[0], _SHOWN)!r}")
-    return {_normal(line) for line in lines}
+    return lines
 
 
 def _overlap(report: Report, task: str, data, name: str, lines: set[str]) -> None:

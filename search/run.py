@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="validate and print every candidate's size; run nothing, write nothing")
     parser.add_argument("--throughput", type=float, metavar="TOKENS_PER_S",
                         help="with --dry-run: distillation throughput (measured or stated) for a time estimate")
+    parser.add_argument("--corpus-lines", type=int, metavar="N",
+                        help="with --dry-run: the corpus' line count (default: data.corpus.max_lines), to say what "
+                             "each trimmed vocabulary size needs of it")
     parser.add_argument("--check", action="store_true",
                         help="open every source (teacher, corpus, held-out text, tasks), summarise it, report problems; train nothing")
     parser.add_argument(
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spec = load_spec(args.spec, overrides)
         if args.dry_run:
-            from search.space import format_build_summary, format_cost, format_size_table, size_table
+            from search.space import format_build_summary, format_cost, format_size_table, format_trim, size_table
 
             config = teacher_config(spec)
             rows = size_table(spec, config)
@@ -61,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
             print(format_build_summary(spec, config, rows))
             print(format_cost(spec, config, rows, args.throughput))
+            trim = format_trim(spec, config, args.corpus_lines)
+            if trim:
+                print(trim)
             return 0
         if args.check:
             from search.preflight import preflight

@@ -31,6 +31,7 @@ __all__ = [
     "format_build_summary",
     "format_cost",
     "format_size_table",
+    "format_trim",
     "label",
     "size_table",
     "student_parameters",
@@ -235,6 +236,28 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
         hours = sum(unique.values()) * tokens / throughput / 3600
         lines.append(f"  at {throughput:,.0f} tokens/s: at most {hours:.1f} h for every candidate's builds, one at a time")
     return "\n".join(lines)
+
+
+def format_trim(spec: Spec, teacher_config: Mapping[str, Any], corpus_lines: int | None = None) -> str:
+    """What trimming the vocabulary needs of the corpus: every trimmed size of ``space.vocab`` keeps only
+    pieces that occur at least ``trim_vocab.min_count`` times in ``data.corpus``, so a size of ``V`` needs
+    at least ``V x min_count`` tokens of text; given the corpus' line count (``corpus_lines``, else
+    ``data.corpus.max_lines``), that many tokens a line on average. Empty when nothing is trimmed.
+    """
+    full = int(teacher_config["vocab_size"])
+    sizes = sorted({int(v) for v in spec.space.vocab if v != "full" and int(v) < full}, reverse=True)
+    if not sizes:
+        return ""
+    cfg = spec.trim_vocab
+    lines = corpus_lines if corpus_lines is not None else spec.data.corpus.max_lines
+    counted = "documents" if cfg.counting == "document" else "times"
+    head = (f"trim_vocab keeps the pieces that occur at least {cfg.min_count} {counted} (trim_vocab.min_count) in "
+            f"data.corpus, up to the size asked; fewer when fewer reach it (--check counts them)")
+    if lines is None:
+        return head + "; with --corpus-lines N: what each size needs of N lines"
+    needs = "; ".join(f"{size:,} needs at least {size * cfg.min_count:,} {'documents' if cfg.counting == 'document' else 'tokens'}"
+                      f", {size * cfg.min_count / lines:,.1f} a line" for size in sizes)
+    return f"{head}:\n  of {lines:,} lines: {needs}"
 
 
 def _template(spec: Spec) -> TrialPlan:

@@ -138,3 +138,49 @@ def test_counts_are_remembered_per_tokenizer_and_corpus(tiny_xlmr, tiny_bert, ma
     module.count_pieces(bert, texts)
     module.count_pieces(xlmr, texts, "document")
     assert len(module._COUNTS) == 4
+
+
+def test_a_vocabulary_smaller_than_asked_is_said(tiny_xlmr, maltese_sentences, caplog):
+    """Too little text for the size asked: the pieces reaching min_count are kept, and the metrics, the
+    log and the note say how many of how many, and why."""
+    import logging
+
+    model, tokenizer = modeling.load(tiny_xlmr)
+    texts = maltese_sentences[:20]
+    cfg = TrimVocabConfig(min_count=2)
+    from pipeline.trim_vocab import count_pieces, kept_specials
+
+    specials = set(kept_specials(tokenizer))
+    reaching = sum(1 for i, c in count_pieces(tokenizer, texts).items() if c >= 2 and i not in specials)
+    with caplog.at_level(logging.WARNING, logger="pipeline.trim_vocab"):
+        new, _, metrics = trim_vocab(model, tokenizer, texts, 250, cfg)
+    assert reaching + len(specials) < 250 and metrics["vocab_size"] == reaching + len(specials) == new.config.vocab_size
+    assert metrics["vocab_size_asked"] == 250 and metrics["pieces_at_min_count"] == reaching
+    note = (f"kept {reaching + len(specials)} of the 250 tokens asked: only {reaching} pieces occur at least 2 times "
+            "(trim_vocab.min_count) in the 20 corpus lines")
+    assert metrics["note"] == note
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [f"trim-vocab: {note}"]
+    _, _, full = trim_vocab(model, tokenizer, maltese_sentences[:300], 120, cfg)  # enough text: nothing to say
+    assert full["vocab_size"] == 120 and "note" not in full
+
+
+def test_the_note_reaches_the_trial_result_and_the_card(tiny_xlmr, shared_data, tmp_path):
+    from pipeline.card import card_data, model_card
+    from pipeline.config import Candidate, CorpusSource, DistillConfig
+    from pipeline.plan import TrialPlan
+    from pipeline.trial import build_student
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Il-kelb.\nIl-qattus.\nIl-kelb u l-qattus.\n", encoding="utf-8")
+    plan = TrialPlan(teacher=str(tiny_xlmr), candidate=Candidate(4, 37, 32, 200),
+                     order=("distill", "prune", "truncate", "trim_vocab"), corpus=CorpusSource(str(corpus)),
+                     heldout=CorpusSource(str(corpus)), distill=DistillConfig(steps=0), cache_dir=str(tmp_path / "c"))
+    messages = []
+    result = build_student(plan, messages.append)
+    kept = result["stages"]["trim_vocab"]["vocab_size"]
+    assert kept < 200 and result["stages"]["trim_vocab"]["vocab_size_asked"] == 200
+    (note,) = result["notes"]
+    assert note.startswith(f"trim_vocab: kept {kept} of the 200 tokens asked: only ") and note.endswith(" in the 3 corpus lines")
+    assert note in messages
+    card = model_card(card_data(result, name="small"))
+    assert f"Note: {note}." in card and f"vocab_size={kept}, vocab_size_asked=200" in card

@@ -126,3 +126,23 @@ def test_the_search_stops_at_the_preflight_before_training(maltese_spec, tmp_pat
     spec = load_spec(maltese_spec(tasks={"pos": str(tmp_path / "nowhere")}))
     with pytest.raises(UsageError, match="data.tasks.pos: .*nowhere: not a folder"):
         prepare(spec)
+
+
+def test_check_says_how_many_tokens_each_trimmed_vocabulary_keeps(maltese_spec, tmp_path, capsys):
+    """The corpus holds fewer pieces that reach min_count than a vocabulary of 290 needs: the check
+    counts them with the teacher's tokenizer on data.corpus and says what each size keeps."""
+    from pipeline import modeling
+    from pipeline.corpus import read_corpus
+    from pipeline.trim_vocab import count_pieces, kept_specials
+
+    path = maltese_spec()
+    spec = load_spec(path, ["space.vocab=[100,290,full]", "trim_vocab.min_count=50"])
+    tokenizer = modeling.load_tokenizer(spec.teacher.model)
+    lines = read_corpus(spec.data.corpus)
+    specials = set(kept_specials(tokenizer))
+    reaching = sum(1 for i, c in count_pieces(tokenizer, lines).items() if c >= 50 and i not in specials)
+    assert 100 < reaching + len(specials) < 290
+    assert main([path, "--check", "--set", "space.vocab=[100,290,full]", "--set", "trim_vocab.min_count=50"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("trim_vocab"))
+    assert row == (f"trim_vocab {reaching:,} pieces occur at least 50 times in data.corpus (5,965 lines): space.vocab "
+                   f"290 keeps {reaching + len(specials):,}, 100 keeps 100 tokens (with {len(specials)} special tokens)")

@@ -65,6 +65,20 @@ def test_dry_run_mbert_and_set(tmp_path, capsys):
     assert out.splitlines()[2].split()[1:6] == ["6", "2048", "312", "full", "47,710,587"]
 
 
+def test_dry_run_says_what_trimming_needs_of_the_corpus(tmp_path, capsys):
+    """Given the corpus' line count (--corpus-lines, else data.corpus.max_lines), each trimmed size says how
+    many tokens it needs at least: a size's pieces must each occur trim_vocab.min_count times."""
+    path = write_spec(tmp_path, minimal(space={"vocab": [40000, 10000, "full"]}, trim_vocab={"min_count": 2}))
+    code, out, _ = run([path, "--dry-run", "--corpus-lines", "2000"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[-2].startswith("trim_vocab keeps the pieces that occur at least 2 times")
+    assert lines[-1] == "  of 2,000 lines: 40,000 needs at least 80,000 tokens, 40.0 a line; 10,000 needs at least 20,000 tokens, 10.0 a line"
+    code, out, _ = run([path, "--dry-run", "--set", "data.corpus.max_lines=500", "--set", "space.vocab=[4000]"], capsys)
+    assert out.splitlines()[-1] == "  of 500 lines: 4,000 needs at least 8,000 tokens, 16.0 a line"
+    code, out, _ = run([path, "--dry-run", "--set", "space.vocab=[full]"], capsys)
+    assert "trim_vocab" not in out.split("\n\n")[-1]
+
+
 def test_dry_run_writes_nothing(tmp_path, capsys, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
