@@ -1,6 +1,7 @@
 """Unlabelled text from a `CorpusSource`: files, folders or hub datasets, as a list of lines.
 
-Formats: ``text`` (one sentence or document a line), ``parseme`` (PARSEME-TSV: one token a line,
+Formats: ``text`` (one sentence or document a line, of any length: a line longer than 1 MiB is read
+in pieces cut at whitespace, `pipeline.textfile.text_lines`), ``parseme`` (PARSEME-TSV: one token a line,
 joined by a space unless column 3 is ``nsp``), ``jsonl``, ``csv``/``tsv`` (header row, ``text_column``)
 and ``hf`` (``hf:org/name[:config]``). ``auto`` picks by prefix and file suffix. A folder means
 every ``*.txt`` in it, or, when it holds none, every file with a known suffix.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from pipeline.config import CorpusSource
 from pipeline.errors import UsageError
-from pipeline.textfile import lines
+from pipeline.textfile import lines, text_lines
 
 __all__ = ["drop_texts", "read_corpus", "read_parseme", "split_heldout", "text_key"]
 
@@ -129,8 +130,8 @@ def _folder_files(path: Path) -> list[Path]:
 
 def _read_file(path: Path, source: CorpusSource) -> list[str]:
     fmt = source.format if source.format != "auto" else _SUFFIXES.get(path.suffix, "text")
-    if fmt == "text":
-        return [line.rstrip("\r\n") for _, line in lines(path)]
+    if fmt == "text":  # a line of any length: a long one (a whole document) comes in pieces of at most 1 MiB
+        return [piece for _, piece in text_lines(path)]
     if fmt == "parseme":
         return read_parseme(path)
     if fmt == "jsonl":

@@ -12,6 +12,9 @@ import torch
 
 __all__ = ["encode", "collate", "mask_tokens", "mlm_batches"]
 
+# characters of a long text tokenised first when it is truncated to max_length tokens (per token)
+_CHARS_PER_TOKEN = 16
+
 
 def encode(tokenizer, texts: list[str], max_length: int, *, pack: bool = False) -> list[list[int]]:
     """Token ids of every text with special tokens, truncated to ``max_length``; empty texts are dropped.
@@ -23,7 +26,18 @@ def encode(tokenizer, texts: list[str], max_length: int, *, pack: bool = False) 
     if not texts:
         return []  # the fast tokenizers fail on an empty batch
     if not pack:
-        ids = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+        # A long text (a whole document) is tokenised up to a word boundary past what max_length tokens can
+        # cover, not in full: the head's tokens are the text's first tokens (both families split words at
+        # whitespace), so when they fill the row the row is the same. A head that does not fill it
+        # (pieces longer than _CHARS_PER_TOKEN on average) is tokenised again in full.
+        heads = [_head(text, max_length * _CHARS_PER_TOKEN) for text in texts]
+        ids = tokenizer(heads, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+        short = [i for i, row in enumerate(ids) if len(heads[i]) < len(texts[i]) and len(row) < max_length]
+        if short:
+            again = tokenizer([texts[i] for i in short], truncation=True, max_length=max_length,
+                              add_special_tokens=True)["input_ids"]
+            for i, row in zip(short, again):
+                ids[i] = row
         return [row for row in ids if len(row) > 2]
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id  # <s> </s> (XLM-R), [CLS] [SEP] (BERT)
     body = max_length - 2
@@ -33,6 +47,15 @@ def encode(tokenizer, texts: list[str], max_length: int, *, pack: bool = False) 
             if piece:
                 stream += piece + [sep]
     return [[cls, *stream[i : i + body], sep] for i in range(0, len(stream), body)]
+
+
+def _head(text: str, chars: int) -> str:
+    """``text`` up to its last whitespace before character ``chars`` (all of it when shorter, or when
+    there is no whitespace there)."""
+    if len(text) <= chars:
+        return text
+    cut = max(text.rfind(space, 0, chars) for space in " \t\n\r")
+    return text[:cut] if cut > 0 else text
 
 
 def collate(rows: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -162,8 +162,9 @@ PIPELINE_CASES = {
     "corpus binary": lambda i: (prune(i, i.text("c.txt", bytes(range(256)) * 4)), "c.txt:1: binary data", ["out"]),
     "corpus invalid utf-8": lambda i: (prune(i, i.text("c.txt", "Bonġu\n".encode() + b"caf\xe9\n")),
                                        "c.txt:2: not UTF-8 text (byte 0xe9", ["out"]),
-    "corpus line over 1 MB": lambda i: (prune(i, i.text("c.txt", "Bonġu\n" + "kelma " * (MAX_LINE_BYTES // 5))),
-                                        "c.txt:2: line is longer than 1 MiB", ["out"]),
+    "corpus jsonl line over 1 MB": lambda i: (prune(i, i.text("c.jsonl", '{"text": "a"}\n{"text": "'
+                                                           + "kelma " * (MAX_LINE_BYTES // 5) + '"}\n')),
+                                              "c.jsonl:2: line is longer than 1 MiB", ["out"]),
     "corpus jsonl without the key": lambda i: (prune(i, i.text("c.jsonl", '{"text": "a"}\n{"content": "b"}\n')),
                                                "c.jsonl:2: JSON line without key 'text'", ["out"]),
     "corpus csv without the column": lambda i: (prune(i, i.text("c.csv", "id,sentence\n1,a\n")),
