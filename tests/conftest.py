@@ -67,6 +67,21 @@ def build_tiny_model(family: str, texts: list[str], out: Path, *, layers: int = 
     return out
 
 
+def local_spec(path: Path, teacher, corpus, heldout, tasks: dict[str, str], vocab: str = "full") -> Path:
+    """A spec over local files with a tiny teacher and one small candidate, written to ``path``."""
+    lines = "\n".join(f"    {name}: {{source: '{source}'}}" for name, source in tasks.items())
+    path.write_text(f"""language: mt
+teacher: {{model: '{teacher}'}}
+data:
+  corpus: {{source: '{corpus}'}}
+  heldout: {{source: '{heldout}'}}
+  tasks:
+{lines}
+space: {{layers: [2], ffn: [16], hidden: [16], vocab: [{vocab}]}}
+""")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_xlmr(tmp_path_factory, maltese_sentences) -> Path:
     """A 4-layer XLM-R-architecture masked LM with a Unigram tokenizer, as a Hugging Face directory."""

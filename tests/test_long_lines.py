@@ -64,6 +64,7 @@ def test_every_stage_that_reads_text_and_the_preflight_read_a_20_mb_line(one_lin
     preflight reads it, counts its words and what trimming keeps. Slow: trimming counts the pieces of all
     20 MB and the tokenizer trains on them (tokenising 20 MB takes 10-20 s on one core)."""
     from search.run import main as search_cli
+    from tests.conftest import local_spec
 
     model, corpus = str(tiny_xlmr), str(one_line)
     train = ["--steps", "1", "--batch-size", "4", "--max-length", "32"]
@@ -84,15 +85,7 @@ def test_every_stage_that_reads_text_and_the_preflight_read_a_20_mb_line(one_lin
 
     heldout = tmp_path / "heldout.txt"
     heldout.write_text("Il-kelb jiġri.\nIl-qattus jorqod.\n", encoding="utf-8")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(f"""language: mt
-teacher: {{model: '{tiny_xlmr}'}}
-data:
-  corpus: {{source: '{one_line}'}}
-  heldout: {{source: '{heldout}'}}
-  tasks: {{pos: {{source: '{shared_data / "mt" / "pos"}'}}}}
-space: {{layers: [2], ffn: [16], hidden: [16], vocab: [200]}}
-""")
+    spec = local_spec(tmp_path / "spec.yaml", tiny_xlmr, one_line, heldout, {"pos": shared_data / "mt" / "pos"}, "200")
     capsys.readouterr()
     assert search_cli([str(spec), "--check"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}

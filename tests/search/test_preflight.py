@@ -9,6 +9,7 @@ from pipeline.errors import UsageError
 from search.preflight import PreflightError, preflight
 from search.run import main
 from search.spec import load_spec
+from tests.conftest import local_spec
 
 
 @pytest.fixture()
@@ -18,18 +19,7 @@ def maltese_spec(tmp_path, tiny_xlmr, shared_data):
 
     def write(heldout=str(mt / "raw" / "test.parsemetsv"), tasks=None, teacher=tiny_xlmr) -> str:
         tasks = tasks or {"pos": str(mt / "pos"), "topic": str(mt / "topic"), "sentiment": str(mt / "sentiment")}
-        lines = "\n".join(f"    {name}: {{source: '{source}'}}" for name, source in tasks.items())
-        path = tmp_path / "spec.yaml"
-        path.write_text(f"""language: mt
-teacher: {{model: '{teacher}'}}
-data:
-  corpus: {{source: '{mt / "raw" / "train.parsemetsv"}'}}
-  heldout: {{source: '{heldout}'}}
-  tasks:
-{lines}
-space: {{layers: [2], ffn: [16], hidden: [16], vocab: [full]}}
-""")
-        return str(path)
+        return str(local_spec(tmp_path / "spec.yaml", teacher, mt / "raw" / "train.parsemetsv", heldout, tasks))
 
     return write
 
