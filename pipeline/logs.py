@@ -7,11 +7,13 @@ bars (transformers 5 draws one for every model it loads, MLflow one for every do
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
-__all__ = ["setup_logging"]
+__all__ = ["held_logs", "setup_logging"]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -29,3 +31,32 @@ def setup_logging(verbose: bool = False) -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def held_logs() -> Iterator[None]:
+    """Hold back the log lines of a block that checks input: shown when it ends normally, dropped when it
+    raises, so that bad input is one line on stderr (e.g. the dry run's warning that a teacher's built-in
+    config.json is used offline would otherwise come before the error that stops the command)."""
+    root = logging.getLogger()
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    handlers, hold = list(root.handlers), Hold()
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.addHandler(hold)
+    try:
+        yield
+    except BaseException:
+        held.clear()
+        raise
+    finally:
+        root.removeHandler(hold)
+        for handler in handlers:
+            root.addHandler(handler)
+        for record in held:
+            root.handle(record)

@@ -335,13 +335,14 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
 
     storage = Path(spec.search.storage_path)
     shared = search_folders(spec)
-    check_writable(shared)
+    check_writable(shared, create=False)  # every folder and the store proven before any is made
     name = experiment_name(spec, storage, resume)
     objectives = [(o.metric, o.direction) for o in spec.objectives]
     started = time.time()
     tracker = Tracker(spec.mlflow.tracking_uri, spec.mlflow.experiment, search=name, spec_hash=spec_hash(spec),
                       objectives=objectives, registered_model=spec.mlflow.registered_model,
                       artifact_location=spec.mlflow.artifact_location)
+    check_writable(shared)
     record_search(storage / name, spec, spec_file, overrides)
     logger.info("search %s: %d trials, %d at a time, objectives %s", name, spec.search.num_samples,
                 spec.search.max_concurrent, ", ".join(f"{m} {d}" for m, d in objectives))

@@ -46,8 +46,12 @@ def input_paths(spec: Spec) -> dict[str, str]:
     return {field: path for field, path in paths.items() if path is not None and os.path.isabs(path)}
 
 
-def writable_folder(folder: str | Path, field: str) -> Path:
-    """``folder``, created if missing, once a file could be written in it.
+def writable_folder(folder: str | Path, field: str, *, create: bool = True) -> Path:
+    """``folder``, created if missing (with ``create``), once a file could be written in it.
+
+    With ``create=False`` nothing is made: the folder, or the nearest of its parents that exists, is
+    proven writable by a temporary file that is removed at once, so a check that fails later (another
+    folder, the tracking store) leaves no folder behind.
 
     Raises:
         UsageError: naming ``field`` and the folder: a parent that is a file, a folder that cannot be
@@ -58,9 +62,11 @@ def writable_folder(folder: str | Path, field: str) -> Path:
         if parent.exists() and not parent.is_dir():
             where = f"{folder}: {parent}" if parent != folder else f"{folder}"
             raise UsageError(f"{field}: {where} is a file, not a folder")
+    probe = folder if create else next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lrl-write-check-"):
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".lrl-write-check-"):
             pass
     except OSError as error:
         raise UsageError(f"{field}: {folder}: cannot write there ({error.strerror or error}); "
@@ -68,10 +74,11 @@ def writable_folder(folder: str | Path, field: str) -> Path:
     return folder
 
 
-def check_writable(folders: Mapping[str, str]) -> None:
-    """Create every folder of ``folders`` (``{field: folder}``) and prove it writable (`writable_folder`)."""
+def check_writable(folders: Mapping[str, str], *, create: bool = True) -> None:
+    """Prove every folder of ``folders`` (``{field: folder}``) writable (`writable_folder`), creating
+    them with ``create``."""
     for field, folder in folders.items():
-        writable_folder(folder, field)
+        writable_folder(folder, field, create=create)
 
 
 def write_markers(folders: Mapping[str, str]) -> dict[str, str]:
@@ -103,3 +110,4 @@ def unshared_message(node: str, folders: Mapping[str, str], unseen_folders: list
         shown = ", ".join(f"{field} ({inputs[field]})" for field in missing_inputs)
         parts.append(f"{shown}: not found on node {node}; put it on storage every node sees")
     return "; ".join(parts)
+

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.errors import OneLineParser, UsageError
-from pipeline.logs import setup_logging
+from pipeline.logs import held_logs, setup_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from search.spec import load_spec, teacher_config
 
-        spec = load_spec(args.spec, overrides)
+        with held_logs():  # a spec with problems is its error lines and nothing else
+            spec = load_spec(args.spec, overrides)
         if args.dry_run:
             from search.space import format_build_summary, format_cost, format_size_table, format_trim, size_table
 

@@ -111,9 +111,10 @@ def ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
 
 
 def check_store(tracking_uri: str, artifact_location: str | None = None) -> None:
-    """Prove the tracking store usable before anything starts (MLflow itself retries for minutes).
+    """Prove the tracking store usable before anything starts (MLflow itself retries for minutes);
+    nothing is created.
 
-    A SQLite store's folder (and database file, if any) must be writable, a tracking server must
+    A SQLite store's folder (or the parent that exists) and database file, if any, must be writable, a tracking server must
     accept a connection, and a local artifact folder must be writable.
 
     Raises:
@@ -121,7 +122,7 @@ def check_store(tracking_uri: str, artifact_location: str | None = None) -> None
     """
     db = _sqlite_path(tracking_uri)
     if db is not None:
-        writable_folder(db.parent, "mlflow.tracking_uri")
+        writable_folder(db.parent, "mlflow.tracking_uri", create=False)
         if db.exists():
             try:
                 with db.open("r+b"):
@@ -138,7 +139,7 @@ def check_store(tracking_uri: str, artifact_location: str | None = None) -> None
             raise UsageError(f"mlflow.tracking_uri: {tracking_uri}: no tracking server answers there "
                              f"({error.strerror or error})") from None
     if artifact_location and artifact_location.startswith("file://"):
-        writable_folder(Path(urlparse(artifact_location).path), "mlflow.artifact_location")
+        writable_folder(Path(urlparse(artifact_location).path), "mlflow.artifact_location", create=False)
 
 
 def _crash_point(name: str) -> None:
@@ -198,6 +199,8 @@ class Tracker:
         self.registered_model = registered_model
         db = _sqlite_path(tracking_uri)
         check_store(tracking_uri, artifact_location)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
             self.experiment_id = self._experiment(experiment, db, artifact_location)

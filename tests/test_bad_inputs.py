@@ -228,16 +228,70 @@ def inputs(tmp_path, tiny_xlmr, shared_data) -> Inputs:
 
 
 def assert_one_line_exit_2(code: int, err: str, expected: str) -> None:
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    """Exit code 2 and a stderr of exactly one line: ``error: ...`` holding ``expected``."""
     assert code == 2, err
-    assert len(errors) == 1 and expected in errors[0], err
-    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), f"stderr is not one line:\n{err}"
+    assert lines[0].startswith("error: ") and expected in lines[0], err
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file and folder under ``root``: a folder as ("dir",), a file as ("file", size, mtime)."""
+    tree = {}
+    for path in root.rglob("*"):
+        stat = path.lstat()
+        tree[str(path.relative_to(root))] = ("dir",) if path.is_dir() else ("file", stat.st_size, stat.st_mtime_ns)
+    return tree
+
+
+def assert_nothing_written(before: dict[str, tuple], after: dict[str, tuple]) -> None:
+    added = sorted(set(after) - set(before))
+    changed = sorted(path for path in set(after) & set(before) if after[path] != before[path])
+    removed = sorted(set(before) - set(after))
+    assert (added, changed, removed) == ([], [], []), f"written: {added}, changed: {changed}, removed: {removed}"
+
+
+@pytest.fixture
+def process_logging():
+    """Log lines go to stderr as in a real process (`pipeline.logs.setup_logging`; under pytest its
+    ``basicConfig`` finds pytest's handlers and adds none), so a stray line breaks the one-line rule."""
+    import logging
+    import sys
+
+    class ToStderr(logging.StreamHandler):
+        @property
+        def stream(self):
+            return sys.stderr  # capsys's, whenever a line is written
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    root = logging.getLogger()
+    handler, level = ToStderr(), root.level
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def temp_here(tmp_path, monkeypatch):
+    """The process's temporary folder moved under ``tmp_path``, so that a temporary file counts as written."""
+    import tempfile
+
+    folder = tmp_path / "temp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.mark.parametrize("case", PIPELINE_CASES, ids=list(PIPELINE_CASES))
-def test_pipeline_command_bad_input(case, inputs, capsys):
+def test_pipeline_command_bad_input(case, inputs, temp_here, process_logging, capsys):
     argv, expected, untouched = PIPELINE_CASES[case](inputs)
-    before = {p for p in inputs.tmp.rglob("*")}
+    before = snapshot(inputs.tmp)
     try:
         code = pipeline_cli(argv)
     except SystemExit as exit_:  # argparse's errors exit, as they do in a real process
@@ -246,7 +300,7 @@ def test_pipeline_command_bad_input(case, inputs, capsys):
     assert_one_line_exit_2(code, err, expected)
     for name in untouched:
         assert not inputs.path(name).exists(), f"{name} was written"
-    assert {p for p in inputs.tmp.rglob("*")} == before, "a failed command left files behind"
+    assert_nothing_written(before, snapshot(inputs.tmp))
 
 
 # ---------------------------------------------------------------------------- valid but unusual input
@@ -421,13 +475,15 @@ def _stored_search(spec_file: Path, *overrides: str) -> None:
 
 
 @pytest.mark.parametrize("case", SEARCH_CASES, ids=list(SEARCH_CASES))
-def test_search_bad_input(case, tmp_path, read_only, capsys, monkeypatch):
+def test_search_bad_input(case, tmp_path, read_only, temp_here, process_logging, capsys, monkeypatch):
+    """The spec's output and cache roots (Ray's storage, the stage cache, the MLflow store) all lie under
+    ``tmp_path``, as does the temporary folder: no file or folder there may appear, change or go."""
     from search.run import main as search_cli
 
     monkeypatch.setenv("LRL_TRIAL_FN", "tests.search.fakes:fake_trial")
     spec = _search_spec(tmp_path)
     extra, expected = SEARCH_CASES[case](tmp_path, spec, read_only)
-    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    before = snapshot(tmp_path)
     try:
         code = search_cli([str(spec), *extra])
     except SystemExit as exit_:  # argparse's errors exit, as they do in a real process
@@ -435,5 +491,4 @@ def test_search_bad_input(case, tmp_path, read_only, capsys, monkeypatch):
     _, err = capsys.readouterr()
     assert_one_line_exit_2(code, err, expected)
     assert not (tmp_path / "RAN").exists(), "code from the input ran"
-    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
-    assert written == set(), f"files written before the search stopped: {sorted(map(str, written))}"
+    assert_nothing_written(before, snapshot(tmp_path))
