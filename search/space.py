@@ -33,6 +33,7 @@ __all__ = [
     "format_size_table",
     "format_trim",
     "label",
+    "plan_template",
     "size_table",
     "student_parameters",
     "to_candidate",
@@ -175,7 +176,7 @@ def format_build_summary(spec: Spec, teacher_config: Mapping[str, Any], rows: li
     kept = [row.candidate for row in rows if not row.violations]
     if not kept:
         return "stage builds: no candidate within constraints"
-    template = _template(spec)
+    template = plan_template(spec)
     users: dict[str, Counter] = {}  # stage -> Counter(key -> number of candidates using it)
     total = 0
     for candidate in kept:
@@ -208,7 +209,7 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
     steps_of = {"distill": spec.distill.steps, "truncate": spec.truncate.distill.steps}
     if not kept or None in steps_of.values():
         return "cost: the distillation stages run for epochs, not steps: give distill.steps to see the cost"
-    template = _template(spec)
+    template = plan_template(spec)
     unique: dict[str, int] = {}
     total = last_total = 0
     for candidate in kept:
@@ -260,7 +261,8 @@ def format_trim(spec: Spec, teacher_config: Mapping[str, Any], corpus_lines: int
     return f"{head}:\n  of {lines:,} lines: {needs}"
 
 
-def _template(spec: Spec) -> TrialPlan:
+def plan_template(spec: Spec) -> TrialPlan:
+    """The trial plan of the spec without a candidate (what `pipeline.plan.plan_steps` needs to plan one)."""
     return TrialPlan(
         teacher=spec.teacher.label, candidate=None, order=spec.stages.order, corpus=spec.data.corpus,
         heldout=spec.data.heldout, distill=spec.distill, prune=spec.prune, truncate=spec.truncate,

@@ -458,6 +458,12 @@ SEARCH_CASES = {
     "stage setting out of range": lambda t, s, ro: (["--set", "distill.batch_size=0"],
                                                    "distill: batch_size must be at least 1, got 0 (from --set"),
     "unknown option": lambda t, s, ro: (["--dry-rnu"], "python -m search.run: unrecognized arguments: --dry-rnu"),
+    "device memory that does not parse": lambda t, s, ro: (
+        ["--device-memory", "80 gigs"],
+        "argument --device-memory: '80 gigs': expected a size such as 80GiB, 24GB or 16000MiB"),
+    "first stage cannot fit the device at batch 1": lambda t, s, ro: (
+        ["--device-memory", "1MiB"], "spec.yaml: evaluation.pos: evaluate (teacher) needs about 1.32 MiB at batch_size 1 "
+                                     "x 64 tokens (fp32), more than --device-memory 1.00 MiB; lower evaluation.pos.max_length"),
     "resume with a changed spec": lambda t, s, ro: (
         _after(lambda: _stored_search(s, "search.num_samples=3"), then=["--resume", "--set", "space.ffn=[16]"]),
         "--resume: the last search of this spec file"),
