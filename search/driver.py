@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Candidate
-from search.folders import check_writable, input_paths, search_folders
+from search.folders import check_writable, input_paths, leave_ray_package, search_folders
 from search.pareto import pareto_front
 from search.schema import Spec, slug
 from search.space import label
@@ -346,6 +346,7 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
     record_search(storage / name, spec, spec_file, overrides)
     logger.info("search %s: %d trials, %d at a time, objectives %s", name, spec.search.num_samples,
                 spec.search.max_concurrent, ", ".join(f"{m} {d}" for m, d in objectives))
+    leave_ray_package()  # before any task: a node that unpacks the job's package again deletes it (ray job submit)
     start_ray(spec.ray.address)
     if spec.ray.address != "local":
         check_nodes(shared, input_paths(spec))

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from search.schema import Spec
+from search.schema import Spec, default_home, in_ray_package
 
-__all__ = ["MARKER_PREFIX", "check_writable", "input_paths", "remove_markers", "search_folders", "unshared_message",
-           "writable_folder", "write_markers"]
+__all__ = ["MARKER_PREFIX", "check_writable", "input_paths", "leave_ray_package", "remove_markers", "search_folders",
+           "steady_working_dir", "unshared_message", "writable_folder", "write_markers"]
 
 MARKER_PREFIX = ".lrl-node-check-"
 _EXAMPLE_NAMES = {"search.storage_path": "ray", "search.cache_dir": "stages", "search.synthetic_dir": "synthetic"}
@@ -111,3 +111,39 @@ def unshared_message(node: str, folders: Mapping[str, str], unseen_folders: list
         parts.append(f"{shown}: not found on node {node}; put it on storage every node sees")
     return "; ".join(parts)
 
+
+def leave_ray_package() -> Path | None:
+    """Leave the working directory when it is a Ray job's unpacked package; returns the folder moved to.
+
+    ``ray job submit --working-dir .`` runs the driver inside the package Ray unpacked on the head
+    node. Ray unpacks a package again, deleting the folder first, on any node whose runtime-env agent
+    has not set it up yet, when the first task of the job lands there; where two nodes share their
+    temp folder (two ``ray start`` on one machine, or a shared ``RAY_TMPDIR``) that is the driver's own
+    folder, so the driver's working directory is a deleted folder from the node check on, and the next
+    ``os.getcwd()`` (transformers calls it on import) raises ``FileNotFoundError``. The driver needs no
+    working directory (the spec's paths are absolute, its modules are found by absolute paths, which
+    the new copy serves): it moves to `search.schema.default_home` before any task starts.
+    """
+    try:
+        here = Path(os.getcwd())
+    except FileNotFoundError:
+        here = Path(os.environ.get("PWD", "/"))
+    if not in_ray_package(here):
+        return None
+    home = default_home(here)
+    home.mkdir(parents=True, exist_ok=True)
+    os.chdir(home)
+    return home
+
+
+def steady_working_dir() -> Path:
+    """The working directory, entered again when it was deleted under the process (a Ray package unpacked
+    anew at the same path, see `leave_ray_package`): the shell's ``$PWD``, else the home folder."""
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:
+        for folder in (os.environ.get("PWD"), os.path.expanduser("~"), "/"):
+            if folder and os.path.isdir(folder):
+                os.chdir(folder)
+                return Path(folder)
+        raise

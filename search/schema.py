@@ -71,6 +71,7 @@ __all__ = [
     "TEACHER_LICENSES",
     "default_direction",
     "default_home",
+    "in_ray_package",
     "resolve_data_path",
     "resolve_model_path",
     "slug",
@@ -86,9 +87,14 @@ def default_home(code_root: Path | None = None) -> Path:
     after the job and lies at a different path on every node, so nothing kept or shared may default into it.
     """
     code_root = REPO_ROOT if code_root is None else code_root
-    if "runtime_resources" in code_root.parts or any(part.startswith("_ray_pkg_") for part in code_root.parts):
+    if in_ray_package(code_root):
         return Path("~/.lrl-compress").expanduser()
     return code_root
+
+
+def in_ray_package(path: Path) -> bool:
+    """Whether ``path`` lies in a package Ray unpacked (a job's ``--working-dir``)."""
+    return "runtime_resources" in path.parts or any(part.startswith("_ray_pkg_") for part in path.parts)
 
 
 # Overrides the default folder of synthetic languages (tests share one build per checkout).

@@ -41,7 +41,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pipeline.config import Candidate
 from pipeline.errors import UsageError
-from search.folders import remove_markers, unshared_message, write_markers
+from search.folders import remove_markers, steady_working_dir, unshared_message, write_markers
 from search.objective import TrialContext, evaluate_candidate
 from search.pareto import promoted
 from search.sampler import distributions, make_sampler, study_storage
@@ -71,6 +71,7 @@ def trainable(config: dict[str, Any], context: TrialContext) -> None:
 def _worker(name: str) -> Callable[[str], None]:
     """Set up a Ray worker for a trial's work; returns its progress printer (to the worker's stderr)."""
     sys.unraisablehook = _ignore_exit
+    steady_working_dir()  # a worker started in a package that was unpacked again since (search.folders)
     # As many torch threads as cores Ray gave the trial (search.resources.cpu): more threads than cores
     # oversubscribe them when trials run side by side.
     cores = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
@@ -333,7 +334,7 @@ def start_ray(address: str) -> None:
         ray.init(address=address)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_calls=1)  # its worker exits: none started before a package was unpacked again is reused
 def _look(markers: dict[str, str], inputs: dict[str, str]) -> tuple[str, list[str], list[str]]:
     import os
     import socket

@@ -2,20 +2,28 @@
 the README's recipe: ``ray job submit --working-dir . -- python -m search.run SPEC --address auto``.
 
 Marked ``cluster`` (off by default and in CI): ``pytest -m cluster tests/search/test_cluster.py``.
-The trials run the real pipeline on a tiny teacher (`tests.search.fakes.real_trial_on_node` adds the
-node's id to `pipeline.trial.run_trial`'s result). The spec leaves the folders and the MLflow store at
-their defaults: run as a job, they must not point into the job's unpacked package, and the trials on
-the worker node must find the teacher, the data and the stages the driver's node built.
 
-As root, the worker node runs in a private mount namespace with an empty tmpfs over one folder: a
-search whose ``search.cache_dir`` lies there must stop, before any trial, with one line naming the field
-(the driver's marker file is not there on that node), as on a cluster without shared storage.
+- `test_jobs_on_a_two_node_cluster`: the trials run the real pipeline on a tiny teacher
+  (`tests.search.fakes.real_trial_on_node` adds the node's id to `pipeline.trial.run_trial`'s result).
+  The spec leaves the folders and the MLflow store at their defaults: run as a job, they must not point
+  into the job's unpacked package, and the trials on the worker node must find the teacher, the data
+  and the stages the driver's node built.
+- `test_readme_recipe_on_the_demo_spec`: the recipe as the README gives it, on ``specs/demo.yaml``
+  (no testing hook: the driver prepares the synthetic teacher itself), with both nodes in one temp
+  folder, as two ``ray start`` on one machine (or a shared ``RAY_TMPDIR``) have them. The node check's
+  task on the second node then unpacks the job's package again where the driver runs; the driver used
+  to die in ``prepare()`` with ``FileNotFoundError`` from ``os.getcwd()`` (`search.folders.leave_ray_package`).
+- `test_an_unshared_cache_folder_is_refused_in_one_line`: as root, the worker node runs in a private
+  mount namespace with an empty tmpfs over one folder: a search whose ``search.cache_dir`` lies there
+  must stop, before any trial, with one line naming the field, as on a cluster without shared storage.
+  Skipped, with the reason, where it cannot run (not root, or no ``unshare``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import contextlib
 import re
 import shutil
 import subprocess
@@ -66,59 +74,68 @@ mlflow: {{experiment: cluster}}
     return spec
 
 
+ENV_VARS = {"RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@contextlib.contextmanager
+def two_nodes(*, shared_temp: bool, private: Path | None = None):
+    """A head node and a worker node on loopback, one CPU each, stopped afterwards.
+
+    Args:
+        shared_temp: both nodes in one temp folder (``ray start`` twice on one machine, or one
+            ``RAY_TMPDIR``), else the worker in its own.
+        private: run the worker in a private mount namespace with an empty tmpfs over this folder (root).
+    """
+    env = _env()
+    # short paths: Ray's socket paths must stay under 108 characters
+    head_temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+    worker_temp = head_temp if shared_temp else tempfile.mkdtemp(prefix="rw", dir="/tmp")
+    try:
+        ray_cli("start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1", "--object-store-memory=500000000", "--disable-usage-stats",
+                f"--temp-dir={head_temp}", env=env)
+        worker = ["start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                  "--object-store-memory=500000000", "--disable-usage-stats", f"--temp-dir={worker_temp}"]
+        if private is not None:
+            script = f"mount -t tmpfs tmpfs {private} && exec {RAY} {' '.join(worker)}"
+            ray_cli(*worker, env=env, command=["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        else:
+            ray_cli(*worker, env=env)
+        yield env
+    finally:
+        ray_cli("stop", "--force", env=env, check=False)
+        for folder in {head_temp, worker_temp}:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def submit(env: dict[str, str], runtime_env: dict, *args: str, timeout: float = 600):
+    """``ray job submit --working-dir . -- python -m search.run ARGS --address auto`` from the checkout."""
+    return ray_cli("job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--runtime-env-json",
+                   json.dumps(runtime_env), "--", "python", "-m", "search.run", *args, "--address", "auto",
+                   env=env, timeout=timeout, check=False)
+
+
 @pytest.mark.cluster
 def test_jobs_on_a_two_node_cluster(tmp_path, shared_data, maltese_sentences):
     teacher = build_tiny_model("xlmr", maltese_sentences, tmp_path / "teacher", layers=3)
     spec = cluster_spec(tmp_path, teacher, shared_data, maltese_sentences)
     home = tmp_path / "home"  # the job's ~, where its defaults go
     home.mkdir()
-    private = tmp_path / "private"  # the worker node sees an empty tmpfs here
-    (private / "stages").mkdir(parents=True)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    isolate = os.geteuid() == 0 and shutil.which("unshare") is not None
-    # Two nodes on one machine must not share a temp dir: each node's runtime-env agent would
-    # garbage-collect the job's unpacked working dir under the other's feet. Short: socket paths.
-    worker_temp = tempfile.mkdtemp(prefix="rw", dir="/tmp")
-    runtime_env = {"env_vars": {"LRL_TRIAL_FN": "tests.search.fakes:real_trial_on_node", "HOME": str(home),
-                                "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
-                                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
-
-    def submit(*extra: str, timeout: float = 600):
-        return ray_cli("job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--runtime-env-json",
-                       json.dumps(runtime_env), "--", "python", "-m", "search.run", str(spec), "--address", "auto",
-                       *extra, env=env, timeout=timeout, check=False)
-
+    runtime_env = {"env_vars": {**ENV_VARS, "LRL_TRIAL_FN": "tests.search.fakes:real_trial_on_node", "HOME": str(home)}}
     started = time.time()
-    try:
-        ray_cli("start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                "--dashboard-host=127.0.0.1", "--object-store-memory=500000000", "--disable-usage-stats", env=env)
-        worker = ["start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                  "--object-store-memory=500000000", "--disable-usage-stats", f"--temp-dir={worker_temp}"]
-        if isolate:
-            script = f"mount -t tmpfs tmpfs {private} && exec {RAY} {' '.join(worker)}"
-            ray_cli(*worker, env=env, command=["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
-        else:
-            ray_cli(*worker, env=env)
-
-        if isolate:  # a cache folder the worker node does not share: one line, before any trial
-            job = submit("--set", f"search.cache_dir={private / 'stages'}", timeout=300)
-            # (ray job submit shows a failed job's log twice)
-            errors = sorted({line for line in job.stdout.splitlines() if line.startswith("error: ")})
-            assert len(errors) == 1, job.stdout[-4000:]
-            assert f"search.cache_dir ({private / 'stages'}): not the driver's folder on node" in errors[0]
-            assert "--set search.cache_dir=/shared/lrl/stages" in errors[0] and "Traceback" not in job.stdout
-            assert "failed" in job.stdout.lower() and not re.search(r"search.tuner: trial \S+ .* started", job.stdout)
-            assert not list((private / "stages").iterdir()), "no stage was built"
-
-        job = submit()
-        print(f"cluster jobs took {time.time() - started:.0f} s")
-        assert "4 trials finished, 0 failed" in job.stdout, job.stdout[-4000:]
-        assert "succeeded" in job.stdout.lower()
-    finally:
-        ray_cli("stop", "--force", env=env, check=False)
-        shutil.rmtree(worker_temp, ignore_errors=True)
+    with two_nodes(shared_temp=True) as env:
+        job = submit(env, runtime_env, str(spec))
+    print(f"cluster job took {time.time() - started:.0f} s")
+    assert "4 trials finished, 0 failed" in job.stdout, job.stdout[-4000:]
+    assert "succeeded" in job.stdout.lower()
 
     client, parents, children = child_runs(f"sqlite:///{home / '.lrl-compress' / 'mlflow' / 'mlflow.db'}", "cluster")
     assert len(parents) == 1 and parents[0].data.params["ray_address"] == "auto"
@@ -136,3 +153,48 @@ def test_jobs_on_a_two_node_cluster(tmp_path, shared_data, maltese_sentences):
     assert sorted(built) == sorted(keys), f"stages built more than once: {built}"
     shared = [key for key in keys if sum(key in r["stage_keys"].values() for r in results) > 1]
     assert shared, "the space shares at least the distillation"
+
+
+@pytest.mark.cluster
+def test_readme_recipe_on_the_demo_spec(tmp_path):
+    """``ray job submit --working-dir . -- python -m search.run specs/demo.yaml --address auto`` on two nodes
+    in one temp folder: the driver prepares the demo's teacher after the node check and the trials finish.
+    The synthetic language is the checkout's (built once, as tests/search/test_demo.py uses it)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    runtime_env = {"env_vars": {**ENV_VARS, "HOME": str(home),
+                                "LRL_SYNTHETIC_ROOT": str(REPO / ".cache" / "synthetic")}}
+    small = ["search.num_samples=2", "space.layers=[2]", "space.hidden=[64]", "space.ffn=[256, 512]",
+             "space.vocab=[full]", "distill.steps=8", "truncate.distill.steps=8", "export=null",
+             *(f"evaluation.{task}.epochs=1" for task in ("sentiment", "topic", "ner", "pos"))]
+    started = time.time()
+    with two_nodes(shared_temp=True) as env:
+        job = submit(env, runtime_env, "specs/demo.yaml", *(arg for item in small for arg in ("--set", item)),
+                     timeout=1200)
+    print(f"demo job took {time.time() - started:.0f} s")
+    assert "FileNotFoundError" not in job.stdout and "Traceback" not in job.stdout, job.stdout[-4000:]
+    assert "2 trials finished, 0 failed" in job.stdout, job.stdout[-4000:]
+    assert "succeeded" in job.stdout.lower()
+
+
+@pytest.mark.cluster
+def test_an_unshared_cache_folder_is_refused_in_one_line(tmp_path, shared_data, maltese_sentences):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1): the worker node runs in a private mount namespace with a tmpfs "
+                    "over the cache folder")
+    teacher = build_tiny_model("xlmr", maltese_sentences, tmp_path / "teacher", layers=3)
+    spec = cluster_spec(tmp_path, teacher, shared_data, maltese_sentences)
+    home = tmp_path / "home"
+    home.mkdir()
+    private = tmp_path / "private"  # the worker node sees an empty tmpfs here
+    (private / "stages").mkdir(parents=True)
+    runtime_env = {"env_vars": {**ENV_VARS, "LRL_TRIAL_FN": "tests.search.fakes:real_trial_on_node", "HOME": str(home)}}
+    with two_nodes(shared_temp=False, private=private) as env:
+        job = submit(env, runtime_env, str(spec), "--set", f"search.cache_dir={private / 'stages'}", timeout=300)
+    # (ray job submit shows a failed job's log twice)
+    errors = sorted({line for line in job.stdout.splitlines() if line.startswith("error: ")})
+    assert len(errors) == 1, job.stdout[-4000:]
+    assert f"search.cache_dir ({private / 'stages'}): not the driver's folder on node" in errors[0]
+    assert "--set search.cache_dir=/shared/lrl/stages" in errors[0] and "Traceback" not in job.stdout
+    assert "failed" in job.stdout.lower() and not re.search(r"search.tuner: trial \S+ .* started", job.stdout)
+    assert not list((private / "stages").iterdir()), "no stage was built"

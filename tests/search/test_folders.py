@@ -3,6 +3,8 @@ names what a node does not share, and defaults that never point into a Ray job's
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,39 @@ def test_defaults_leave_a_ray_job_package(tmp_path, monkeypatch):
     assert spec.search.cache_dir == str(home / ".cache" / "stages")
     assert spec.search.synthetic_dir == str(home / ".cache" / "synthetic")
     assert spec.mlflow.tracking_uri == f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+
+
+def _unpack_again(package: Path) -> None:
+    """What a runtime-env agent does to a package it has not set up yet: delete the folder, unpack anew."""
+    shutil.rmtree(package)
+    package.mkdir()
+    (package / "marker.py").write_text("x = 1\n")
+
+
+def test_the_driver_leaves_a_ray_package_that_another_node_unpacks_again(tmp_path, monkeypatch):
+    """The README's ray job recipe on two nodes that share a temp folder: the node check's task on the
+    second node unpacks the job's package again where the driver runs. Left in it, the driver's next
+    os.getcwd() (transformers calls it on import) raises FileNotFoundError; having left it, it does not."""
+    package = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123abcd"
+    package.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(package)
+    _unpack_again(package)
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()  # the failure the recipe met in prepare()
+    monkeypatch.chdir(package)
+    moved = folders.leave_ray_package()
+    assert moved == tmp_path / "home" / ".lrl-compress" and Path(os.getcwd()) == moved
+    _unpack_again(package)
+    assert Path(os.getcwd()) == moved
+    monkeypatch.chdir(tmp_path)
+    assert folders.leave_ray_package() is None and Path(os.getcwd()) == tmp_path  # elsewhere: stays
+
+
+def test_a_worker_in_a_package_unpacked_again_enters_the_new_copy(tmp_path, monkeypatch):
+    package = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123abcd"
+    package.mkdir(parents=True)
+    monkeypatch.chdir(package)
+    monkeypatch.setenv("PWD", str(package))  # as the worker's shell set it (cd DIR && ...)
+    _unpack_again(package)
+    assert folders.steady_working_dir() == package and (Path(os.getcwd()) / "marker.py").is_file()
