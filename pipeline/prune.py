@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import time
 
 import torch
 
@@ -116,8 +117,8 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
 
     Returns:
         ``(model, tokenizer, metrics)``: a new model with ``config.intermediate_size == F`` on the
-        original model's device; metrics hold ``params``, ``intermediate_size``, ``batches`` and
-        ``positions`` (of the importance pass).
+        original model's device; metrics hold ``params``, ``intermediate_size``, ``batches``,
+        ``positions`` and ``seconds`` of the importance pass (on CUDA also ``peak_cuda_bytes``).
 
     Raises:
         UsageError: when ``F`` is larger than the current width or below 1.
@@ -128,7 +129,14 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
     home = next(model.parameters()).device
     model.to(device or home)
     counts: dict = {}
-    ffn, heads = importance(model, tokenizer, texts, cfg, counts)
+    started = time.perf_counter()
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        ffn, heads = importance(model, tokenizer, texts, cfg, counts)
+        counts["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        ffn, heads = importance(model, tokenizer, texts, cfg, counts)
+    counts["seconds"] = time.perf_counter() - started
     model.to(home)
     keep = ffn.argsort(dim=1, descending=True)[:, :intermediate_size]  # [layers, F]
     head_order = heads.argsort(dim=1, descending=True) if cfg.reorder_heads else None
@@ -166,13 +174,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--batch-size", type=int, default=PruneConfig.batch_size)
     parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=PruneConfig.max_length)
     parser.add_argument("--device", default=None)
 
 
 def main(args: argparse.Namespace) -> int:
     texts = read_corpus(args.corpus)
     model, tokenizer = modeling.load(args.model)
-    cfg = PruneConfig(batch_size=args.batch_size, max_batches=args.max_batches)
+    cfg = PruneConfig(batch_size=args.batch_size, max_batches=args.max_batches, max_length=args.max_length)
     model, tokenizer, metrics = prune_ffn(model, tokenizer, args.ffn, texts, cfg, device=args.device)
     modeling.save_output(args.out, model, tokenizer, metrics)
     return 0

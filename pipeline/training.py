@@ -178,7 +178,8 @@ def train_loop(
         ``heldout_loss`` (best), ``heldout_loss_start``, ``best_step``, ``tokens`` (trained on),
         ``heldout_evals`` (held-out passes) and ``heldout_tokens`` (tokens of one pass), ``seconds``;
         with a fidelity also ``stop_at`` (``steps`` stays the schedule's length) and ``resumed_from``.
-        A continued run counts its tokens and held-out passes from the start of the schedule.
+        A continued run counts its tokens and held-out passes from the start of the schedule. On CUDA
+        also ``peak_cuda_bytes``, the most memory torch allocated on the device during the run.
 
     Raises:
         UsageError: when ``texts`` holds no usable line, or the fidelity does not fit the run.
@@ -198,6 +199,8 @@ def train_loop(
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     model.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext()
     )
@@ -261,6 +264,8 @@ def train_loop(
         loss_end=sum(losses[-window:]) / window,
         heldout_loss=best,
     )
+    if device.type == "cuda":
+        metrics["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
     log.info("%s: %d of %d steps, loss %.4f -> %.4f, best held-out %.4f at step %d", desc, stop, total,
              metrics["loss_start"], metrics["loss_end"], best, metrics["best_step"])
     return metrics
