@@ -561,8 +561,9 @@ class Run:
         if rungs != self.setup.rungs:
             raise UsageError(f"the spec's rungs {rungs} are not the table's {self.setup.rungs}")
         context = dataclasses.replace(context, rungs=rungs)
-        for name, folder in (("teacher", context.plan.teacher), ("random", self._random(spec))):
+        for name in ("teacher", "random"):
             if self.table[name] is None:
+                folder = context.plan.teacher if name == "teacher" else self._random(spec)
                 result = teacher_reference(folder, spec.data.tasks, spec.evaluation, spec.search.cache_dir)
                 metrics = _pretraining_metrics(folder, spec)
                 config = modeling.load_config(folder)
