@@ -9,7 +9,8 @@ distils into a 6-layer stride-initialised student on random 512-token sequences.
 - vocabulary 250k (full) or 40k (trimmed before distilling), several batch sizes.
 
 Prints a Markdown table with tokens/s, peak memory and the speed-up over the fp32 reference of the
-same run. Needs only torch and transformers (no Ray, Pydantic or datasets), so it runs on a bare GPU
+same run, and writes the numbers with the command, commit, machine and date to
+``results/distill-throughput-DEVICE-DATE.json`` (``--out``; a later run gets a new name; not with ``--small``). Needs only torch and transformers (no Ray, Pydantic or datasets), so it runs on a bare GPU
 box: ``python benchmarks/distill_throughput.py`` (``--small`` for a CPU smoke run with tiny shapes).
 """
 
@@ -26,7 +27,9 @@ from pathlib import Path
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from provenance import fresh_path, provenance, write_json  # noqa: E402
 
 from pipeline.config import DistillConfig  # noqa: E402
 from pipeline.distill import distill_step, init_student  # noqa: E402
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="8,32", help="comma-separated batch sizes")
     parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the shape's, 512)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="folder of the JSON result (default benchmarks/results)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     shape = SMALL if args.small else Shape()
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}; shape {shape}")
     print("| variant | tokens/s | peak GiB | vs fp32 reference |")
     print("|---|---:|---:|---:|")
-    baseline = None
+    baseline, rows = None, []
     for label, variant, vocab, batch_size in variants(shape, batch_sizes, "bf16" if device.type == "cuda" else "fp32 (bf16 only on CUDA)"):
         log.info("measuring %s", label)
         try:
@@ -153,10 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         except torch.OutOfMemoryError:
             print(f"| {label} | out of memory | - | - |", flush=True)
             torch.cuda.empty_cache()
+            rows.append({"variant": label, "vocab": vocab, "batch_size": batch_size, "out_of_memory": True})
             continue
         baseline = baseline or result["tokens_per_s"]
         ratio = result["tokens_per_s"] / baseline
         print(f"| {label} | {result['tokens_per_s']:,.0f} | {result['peak_gib']:.1f} | {ratio:.2f}x |", flush=True)
+        rows.append({"variant": label, "vocab": vocab, "batch_size": batch_size, **result, "vs_reference": ratio})
+    if not args.small:
+        command = ["benchmarks/distill_throughput.py", *(sys.argv[1:] if argv is None else argv)]
+        path = fresh_path(args.out, f"distill-throughput-{'gpu' if device.type == 'cuda' else 'cpu'}")
+        write_json(path, {**provenance(command), "device": name, "shape": dataclasses.asdict(shape),
+                          "steps": args.steps, "warmup": args.warmup, "rows": rows})
+        print(f"wrote {path}")
     return 0
 
 

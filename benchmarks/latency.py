@@ -14,7 +14,9 @@ names the model (a student of a search, or any XLM-R/BERT directory with a token
 small XLM-R-architecture model with a Unigram tokenizer trained on the Maltese raw text is fine-tuned
 from random weights, which is enough to compare int8 with fp32 weights of one trained model.
 
-Only torch, transformers and onnxruntime are needed (no Ray, MLflow or Pydantic). Prints Markdown:
+Only torch, transformers and onnxruntime are needed (no Ray, MLflow or Pydantic). Prints Markdown and
+writes the numbers with the command, commit, machine and date to ``results/latency-DATE.json`` (``--out``;
+a later run gets a new name):
 
     python benchmarks/latency.py                       # the full run (minutes; XLM-R base is 1 GB)
     python benchmarks/latency.py --small               # a smoke run with tiny shapes and a tiny task run
@@ -34,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from provenance import fresh_path, provenance, write_json  # noqa: E402
 
 from pipeline import runtimes  # noqa: E402
 from pipeline.config import RUNTIMES, LatencyConfig, TaskSource, TaskTraining  # noqa: E402
@@ -65,9 +69,10 @@ def build(folder: Path, layers: int, hidden: int, ffn: int, vocab: int, heads: i
     return folder
 
 
-def shapes_table(shapes, cfg: LatencyConfig, scratch: Path) -> str:
-    """One row per shape: ms on each runtime, the ratio to the teacher in PyTorch, ONNX file sizes."""
-    rows, base = [], None
+def shapes_table(shapes, cfg: LatencyConfig, scratch: Path) -> tuple[str, list[dict]]:
+    """One row per shape: ms on each runtime, the ratio to the teacher in PyTorch, ONNX file sizes; as
+    Markdown and as records."""
+    rows, base, records = [], None, []
     for name, layers, hidden, ffn, vocab, heads in shapes:
         folder = build(scratch / name.split()[0].replace("/", "-") / str(hidden), layers, hidden, ffn, vocab, heads,
                        max(cfg.seq_len, 512))
@@ -78,6 +83,8 @@ def shapes_table(shapes, cfg: LatencyConfig, scratch: Path) -> str:
         base = base or times["torch"]
         sizes = [runtimes.onnx_file(folder, runtime).stat().st_size / 1e6 for runtime in ("onnx", "onnx-int8")]
         cells = [f"{times[r]:.1f} ms ({base / times[r]:.1f}x)" for r in RUNTIMES]
+        records.append({"shape": name, "layers": layers, "hidden": hidden, "ffn": ffn, "vocab": vocab, "ms": times,
+                        "onnx_mb": dict(zip(("onnx", "onnx-int8"), sizes))})
         rows.append(f"| {name} | {layers}/{hidden}/{ffn}/{vocab:,} | " + " | ".join(cells)
                     + f" | {sizes[0]:,.1f} / {sizes[1]:,.1f} |")
         log.info("%s: %s", name, ", ".join(f"{r} {t:.1f} ms" for r, t in times.items()))
@@ -87,7 +94,7 @@ def shapes_table(shapes, cfg: LatencyConfig, scratch: Path) -> str:
               "|---|---|---:|---:|---:|---:|")
     return (f"Batch {cfg.batch}, sequence {cfg.seq_len}, {cfg.threads} thread(s), median of {cfg.repeats} after "
             f"{cfg.warmup} warm-up; ratios: speed-up over the first row in PyTorch.\n\n" + header + "\n"
-            + "\n".join(rows))
+            + "\n".join(rows)), records
 
 
 def small_maltese_model(shared: Path, folder: Path, small: bool) -> Path:
@@ -122,7 +129,7 @@ class _OnnxTaskModel:
 
 
 def downstream_table(model_dir: Path, task: str, data_dir: Path, training: TaskTraining, scratch: Path,
-                     threads: int) -> str:
+                     threads: int) -> tuple[str, dict]:
     """Fine-tune ``model_dir`` on ``task`` once, then score test with PyTorch, ONNX fp32 and ONNX int8."""
     from transformers import AutoTokenizer
 
@@ -162,7 +169,9 @@ def downstream_table(model_dir: Path, task: str, data_dir: Path, training: TaskT
              f"epochs, lr {training.lr:g}), scored on {len(splits['test'])} test examples ({metric}).", "",
              f"| runtime | test {metric} | difference to PyTorch fp32 |", "|---|---:|---:|"]
     lines += [f"| {runtime} | {value:.4f} | {value - scores['torch']:+.4f} |" for runtime, value in scores.items()]
-    return "\n".join(lines)
+    return "\n".join(lines), {"model": str(model_dir), "task": task, "metric": metric, "test": scores,
+                              "train_examples": len(splits["train"]), "test_examples": len(splits["test"]),
+                              "epochs": training.epochs, "lr": training.lr}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 5; --small 1)")
     parser.add_argument("--skip-shapes", action="store_true")
     parser.add_argument("--skip-task", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="writes latency-DATE.json here (a new name if one exists; --small: not written)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -186,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                         repeats=3 if args.small else args.repeats)
     repo = Path(__file__).resolve().parents[1]
     shared = Path(os.environ.get("LRL_SHARED_DATA", repo.parent / "shared" / "data"))
+    result = {**provenance(["benchmarks/latency.py", *(sys.argv[1:] if argv is None else argv)]),
+              "settings": dataclasses.asdict(cfg)}
     with tempfile.TemporaryDirectory(prefix="latency-bench-") as scratch:
         scratch = Path(scratch)
         if not args.skip_shapes:
             print("## Latency by shape and runtime\n")
-            print(shapes_table(SMALL_SHAPES if args.small else SHAPES, cfg, scratch), flush=True)
+            text, result["shapes"] = shapes_table(SMALL_SHAPES if args.small else SHAPES, cfg, scratch)
+            print(text, flush=True)
         if not args.skip_task:
             model = args.student or small_maltese_model(shared, scratch / "maltese", args.small)
             training = TaskTraining(lr=1e-3 if args.student is None else 5e-5, epochs=args.epochs or (1 if args.small else 5),
@@ -198,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
                                     max_train_examples=64 if args.small else None,
                                     max_eval_examples=64 if args.small else None)
             print(f"\n## {args.task}: int8 against fp32\n")
-            print(downstream_table(model, args.task, args.data or shared / "mt" / args.task, training, scratch,
-                                   args.threads), flush=True)
+            text, result["downstream"] = downstream_table(model, args.task, args.data or shared / "mt" / args.task,
+                                                          training, scratch, args.threads)
+            print(text, flush=True)
+    if not args.small:
+        path = fresh_path(args.out, "latency")
+        write_json(path, result)
+        print(f"\nwrote {path}")
     return 0
 
 

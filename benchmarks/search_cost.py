@@ -22,7 +22,8 @@ the objective every Ray trial calls, so Ray's scheduling adds no noise to the ti
     scores: quality up, parameters down) whose hypervolume against one fixed reference point is at
     least 95% of full fidelity's. The reference point: quality 0 and the teacher's parameter count.
 
-Prints a table with the ratios and writes ``<out>/search-cost-<setup>.json``.
+Prints a table with the ratios and writes ``<out>/search-cost-<setup>-DATE.json`` (a new name when one exists)
+with the command, commit, machine and date.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+from provenance import fresh_path, provenance, write_json  # noqa: E402
 
 log = logging.getLogger("search_cost")
 
@@ -319,8 +322,9 @@ def _write(out: Path, setup: str, result: dict, pieces: dict, reference: dict) -
     mf = {"full": pieces["full"], "halving": pieces["halving"]} if {"full", "halving"} <= set(pieces) else None
     summary = report(setup, pieces.get("cache"), mf, (0.0, float(reference["params"])))
     result.update(cache=pieces.get("cache"), fidelity=mf, **summary)
-    (out / f"search-cost-{setup}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"{setup}: {result['seconds']} s in all")
+    path = fresh_path(out, f"search-cost-{setup}")  # a result RESULTS.md cites is never written over
+    write_json(path, {**provenance(["benchmarks/search_cost.py", *sys.argv[1:]]), **result})
+    print(f"{setup}: {result['seconds']} s in all; wrote {path}")
     return 0
 
 

@@ -21,17 +21,16 @@ both. A rescoring of the K-candidate front that the longer run did not do is com
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 import search_cost  # noqa: E402
+from provenance import fresh_path, provenance, write_json  # noqa: E402
 
 log = logging.getLogger("search_cost_prefix")
 
@@ -111,16 +110,19 @@ def main(argv: list[str] | None = None) -> int:
         pass
     half = search_cost.halving(context, first, context.rungs, factor, objectives, runs,
                                run=Replay(pool, costs=labelling.labelled))
-    result = {"setup": args.setup, "date": time.strftime("%Y-%m-%d"), "rungs": context.rungs, "factor": factor,
+    result = {**provenance(["benchmarks/search_cost_prefix.py", *sys.argv[1:]]), "setup": args.setup,
+              "rungs": context.rungs, "factor": factor,
               "candidates": args.first, "of_candidates": args.candidates, "seed": args.seed,
               "rung_evaluation": spec.search.fidelity.model_dump()["rung_evaluation"],
-              "from_logs": [str(args.full_log), str(args.halving_log)]}
+              "from_logs": [str(args.full_log), str(args.halving_log)],
+              # what the costs were read from, so the result can be checked without the logs
+              "trial_ends_s": {"full": full_ends, "halving": labelling.ends}}
     mf = {"full": full, "halving": half}
     result.update(fidelity=mf, **search_cost.report(f"{args.setup}, first {args.first}", None, mf,
                                                     (0.0, float(reference["params"]))))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"search-cost-{args.setup}-first-{args.first}.json"
-    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    path = fresh_path(args.out, f"search-cost-{args.setup}-first-{args.first}")
+    write_json(path, result)
     print(f"wrote {path}")
     return 0
 

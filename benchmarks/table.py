@@ -53,7 +53,7 @@ import maltese  # noqa: E402
 from maltese_data import prepare_text  # noqa: E402
 from provenance import provenance, write_json  # noqa: E402
 
-from pipeline.config import AdaptConfig, Candidate, EvalConfig, SignalConfig, TaskTraining  # noqa: E402
+from pipeline.config import AdaptConfig, Candidate, EvalConfig, SignalConfig  # noqa: E402
 from pipeline.errors import UsageError  # noqa: E402
 
 log = logging.getLogger("table")
@@ -561,10 +561,11 @@ class Run:
         if rungs != self.setup.rungs:
             raise UsageError(f"the spec's rungs {rungs} are not the table's {self.setup.rungs}")
         context = dataclasses.replace(context, rungs=rungs)
-        for name, folder in (("teacher", context.plan.teacher), ("random", self._random(spec))):
+        for name in ("teacher", "random"):
             if self.table[name] is None:
+                folder = context.plan.teacher if name == "teacher" else self._random(spec)
                 result = teacher_reference(folder, spec.data.tasks, spec.evaluation, spec.search.cache_dir)
-                metrics = json.loads((Path(folder) / "metrics.json").read_text())
+                metrics = _pretraining_metrics(folder, spec)
                 config = modeling.load_config(folder)
                 self.table[name] = {"name": name, "params": result["params"], "config": result["config"],
                                     "pretrain_steps": metrics.get("steps"), "heldout_loss": metrics.get("heldout_loss"),
@@ -656,6 +657,25 @@ class Run:
             for row in _as_done(pool, _scratch_job, jobs):
                 self.table["scratch"].append(row)
                 self.save()
+
+
+def _pretraining_metrics(folder: str, spec) -> dict:
+    """A pretrained model's metrics, with its held-out passes derived from its settings when a build older
+    than their counting left them out (one at the start, one every ``eval_every`` steps, one at the end)."""
+    from pipeline import modeling
+    from pipeline.corpus import read_corpus
+    from pipeline.families import max_positions
+    from pipeline.mlm import encode
+
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    steps = metrics.get("steps") or 0
+    if "heldout_evals" in metrics or not steps:
+        return metrics
+    adapt = spec.teacher.adapt
+    length = min(adapt.max_length, max_positions(modeling.load_config(folder)))
+    rows = encode(modeling.load_tokenizer(folder), read_corpus(spec.data.heldout), length, pack=adapt.pack)
+    passes = 1 + steps // adapt.eval_every + (1 if steps % adapt.eval_every else 0)
+    return {**metrics, "heldout_evals": passes, "heldout_tokens": sum(len(r) for r in rows), "derived": True}
 
 
 def _interleave(jobs: list, key) -> list:

@@ -23,7 +23,7 @@ COMMANDS = {
     "evaluate": ("pipeline.evaluate", "score a model on sentiment, topic, NER or POS"),
     "tokenizer": ("pipeline.vocab", "train a Unigram (xlmr) or WordPiece (bert) tokenizer on a corpus"),
     "synthetic": ("pipeline.synthetic", "generate the offline synthetic languages and their teacher"),
-    "signal": ("pipeline.signals", "a cheap signal of a student: held-out MLM or distillation loss, probes, capped evaluation"),
+    "signal": ("pipeline.signals", "a cheap signal of a student: held-out losses, probes, a capped evaluation"),
     "trial": ("pipeline.trial", "run one candidate's stages and evaluation without Ray"),
     "export": ("pipeline.export", "a deployable folder: HF files, model card, checked ONNX fp32/int8 graphs"),
 }

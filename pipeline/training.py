@@ -401,7 +401,8 @@ def _save(path, step, model, optimizer, scheduler, batches, metrics, best, best_
         "step": step, "model": {k: v.detach() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "stream": batches.state(),
         "torch_rng": torch.get_rng_state(), "best": best, "best_state": best_state, "losses": losses,
-        "seconds": seconds, "metrics": {k: metrics.get(k) for k in ("tokens", "best_step", "heldout_loss_start", "heldout_evals")},
+        "seconds": seconds,
+        "metrics": {k: metrics.get(k) for k in ("tokens", "best_step", "heldout_loss_start", "heldout_evals")},
     }
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, tensors, set())

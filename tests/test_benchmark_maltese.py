@@ -23,7 +23,9 @@ def test_quick_protocol_runs_every_group(tmp_path, shared_data):
     rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     groups = {row[0].strip("| ") for row in rows}
     assert {"teacher", "random", "paper", "search", "scratch"} <= groups
-    result = json.loads((tmp_path / "out" / "maltese-quick.json").read_text())
+    (written,) = (tmp_path / "out").glob("maltese-quick-*.json")  # dated: a later run writes a new file
+    result = json.loads(written.read_text())
+    assert result["commit"] and result["machine"]["cpus"] and result["command"].startswith("benchmarks/maltese.py")
     assert len([r for r in result["rows"] if r["group"] == "paper"]) == 8  # every intermediate of the path
     budget = result["budget"]
     assert budget["search_distill_steps_used"] <= budget["paper_distill_steps"]  # the search got no more compute
@@ -32,4 +34,4 @@ def test_quick_protocol_runs_every_group(tmp_path, shared_data):
     scratch = [r for r in result["rows"] if r["group"] == "scratch"]
     front = {r["model"]: r for r in result["rows"] if r.get("pareto")}
     assert scratch and all(front[r["model"].removesuffix(" from scratch")]["steps"] == r["steps"] for r in scratch)
-    assert (tmp_path / "out" / "maltese-quick.png").stat().st_size > 0
+    assert written.with_suffix(".png").stat().st_size > 0

@@ -184,15 +184,22 @@ def test_quick_tabulation_resumes_without_rebuilding_what_the_table_holds(tmp_pa
 
     # a new machine: no stage cache, and a table that ends before the last two students
     kept, dropped = table["students"][:-2], table["students"][-2:]
-    table["students"], table["scratch"] = kept, []
+    table["students"] = kept
     out.write_text(json.dumps(table), encoding="utf-8")
     shutil.rmtree(work / "cache")
     proc = _cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = json.loads(out.read_text())
     assert resumed["students"][: len(kept)] == kept  # what the table held is kept as it was
-    assert sorted(s["name"] for s in resumed["students"][len(kept):]) == sorted(s["name"] for s in dropped)
-    assert len(resumed["runs"]) == 2 and resumed["scratch"]
+    again = {s["name"]: s for s in resumed["students"][len(kept):]}
+    assert sorted(again) == sorted(s["name"] for s in dropped)
+    for student in dropped:  # built again from nothing, the same student: the same scores and signals
+        assert again[student["name"]]["params"] == student["params"]
+        for field in ("dev", "test"):
+            assert again[student["name"]][field] == pytest.approx(student[field], abs=1e-6), field
+        for signal, values in student["signals"].items():
+            assert again[student["name"]]["signals"][signal] == pytest.approx(values, abs=1e-6), signal
+    assert len(resumed["runs"]) == 2 and resumed["scratch"] == table["scratch"]
     built_again = {p.name for p in (work / "cache").iterdir()}
     held_alone = {key for s in kept for key in s["path"]} - {key for s in dropped for key in s["path"]}
     assert held_alone and not held_alone & built_again  # no build only a kept student needed was made again
