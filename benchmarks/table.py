@@ -20,8 +20,8 @@ fidelity, the cheap signals of `pipeline.signals` and `pipeline.trial.evaluate_m
    cheap signals with their cost, and at the top rung the full evaluation with what a paired bootstrap
    needs (per-example counts on dev and test, per seed); every stage build with its CPU seconds, keyed
    by its cache key, so a shared build is counted once. The keys are those of the table's first run
-   (``teacher_key``): a resumed run on another machine rebuilds the teacher under another key, and
-   its builds are keyed as the first run's machine would have keyed them.
+   (``key_inputs``): a resumed run on another machine rebuilds the teacher and the text under other
+   paths and file times, and its builds are keyed as the first run would have keyed them.
 4. **scratch**: each shape of the dev front trained from random initialisation with MLM on the same
    text, with the pretraining recipe's learning rate and warm-up, for the FLOPs of its compression path
    (teacher forward passes and held-out passes included); the best front shape also for those FLOPs
@@ -304,7 +304,7 @@ def _path_flops(built: dict, teacher_config: dict, setup: Setup) -> float:
 def _student_job(args) -> dict:
     """Every rung of a few students that share their builds (one layers x FFN x hidden, both vocabularies),
     or one paper model without rungs: builds, signals, and the full evaluation at the top."""
-    context, setup_name, students, teacher_dirs, table_teacher = args
+    context, setup_name, students, teacher_dirs, first = args
     import torch
 
     torch.set_num_threads(1)
@@ -327,7 +327,7 @@ def _student_job(args) -> dict:
             plan = dataclasses.replace(plan0, candidate=candidate, rung=rung if entry["rungs"] else None,
                                        rungs=setup.rungs if entry["rungs"] else ())
             built = build_student(plan)
-            table_keys = _table_keys(plan, table_teacher)
+            table_keys = _table_keys(plan, first)
             for build in built["builds"]:
                 build["key"] = table_keys[build["key"]]
             builds += built["builds"]
@@ -354,15 +354,26 @@ def _student_job(args) -> dict:
     return {"students": out, "builds": builds}
 
 
-def _table_keys(plan, table_teacher: str) -> dict[str, str]:
-    """This machine's stage keys of ``plan`` -> the table's. A key starts from the teacher's, which holds
-    its folder's path and file times: a teacher rebuilt on another machine (or after the cache is lost)
-    changes every key, so the table keys each build as if from the teacher of the table's first run."""
+def key_inputs(plan) -> dict[str, str]:
+    """What a stage key holds of this machine: the teacher's key (its folder's path and file times) and
+    the paths of the corpus and the held-out text."""
+    from pipeline.plan import input_key
+
+    return {"teacher": input_key(plan.teacher), "corpus": plan.corpus.source, "heldout": plan.heldout.source}
+
+
+def _table_keys(plan, first: dict[str, str]) -> dict[str, str]:
+    """This machine's stage keys of ``plan`` -> the table's: each build keyed as the table's first run
+    keyed it (``first``: its `key_inputs`). A resumed run on another machine, or in another folder,
+    rebuilds the teacher and the text under other paths and file times, which change every key."""
     from pipeline import modeling
-    from pipeline.plan import input_key, plan_steps
+    from pipeline.plan import plan_steps
 
     config = modeling.load_config(plan.teacher)
-    ours, theirs = plan_steps(plan, input_key(plan.teacher), config), plan_steps(plan, table_teacher, config)
+    theirs = dataclasses.replace(plan, corpus=dataclasses.replace(plan.corpus, source=first["corpus"]),
+                                 heldout=dataclasses.replace(plan.heldout, source=first["heldout"]))
+    ours, theirs = (plan_steps(plan, key_inputs(plan)["teacher"], config),
+                    plan_steps(theirs, first["teacher"], config))
     return {a.key: b.key for a, b in zip(ours, theirs, strict=True)}
 
 
@@ -372,7 +383,7 @@ def _heldout(plan) -> list[str]:
     return read_corpus(plan.heldout)
 
 
-def _trimmed_teacher(context, vocab: int, table_teacher: str) -> dict:
+def _trimmed_teacher(context, vocab: int, first: dict[str, str]) -> dict:
     """The teacher trimmed like a student of ``vocab`` pieces, under the very key a plan gives it (a plan
     that only trims, first); its builds keyed as the table keys them (`_table_keys`)."""
     from pipeline.trial import build_student
@@ -381,7 +392,7 @@ def _trimmed_teacher(context, vocab: int, table_teacher: str) -> dict:
     candidate = Candidate(config["num_hidden_layers"], config["intermediate_size"], config["hidden_size"], vocab)
     order = ("trim_vocab", *[s for s in context.plan.order if s != "trim_vocab"])
     plan = dataclasses.replace(context.plan, candidate=candidate, order=order)
-    built, table_keys = build_student(plan), _table_keys(plan, table_teacher)
+    built, table_keys = build_student(plan), _table_keys(plan, first)
     for build in built["builds"]:
         build["key"] = table_keys[build["key"]]
     return built
@@ -579,7 +590,6 @@ class Run:
         model's full evaluations unless the table holds them."""
         from pipeline import modeling
         from pipeline.flops import mlm_training_flops
-        from pipeline.plan import input_key
         from pipeline.trial import teacher_reference
         from search.preflight import preflight
         from search.prepare import trial_context
@@ -593,8 +603,8 @@ class Run:
         if rungs != self.setup.rungs:
             raise UsageError(f"the spec's rungs {rungs} are not the table's {self.setup.rungs}")
         context = dataclasses.replace(context, rungs=rungs)
-        # the stage keys of the table's first run: the same builds keep their keys on another machine
-        self.table.setdefault("teacher_key", input_key(context.plan.teacher))
+        # what the stage keys of the table's first run hold: the same builds keep their keys elsewhere
+        self.table.setdefault("key_inputs", key_inputs(context.plan))
         for name in ("teacher", "random"):
             if self.table[name] is None:
                 folder = context.plan.teacher if name == "teacher" else self._random(spec)
@@ -646,20 +656,27 @@ class Run:
         teachers = self.teachers(context)
         log.info("%d jobs of students to build and score", len(jobs))
         with _pool(self.workers) as pool:
-            jobs = [(context, setup.scale.name, job, teachers, self.table["teacher_key"]) for job in jobs]
+            jobs = [(context, setup.scale.name, job, teachers, self.table["key_inputs"]) for job in jobs]
             for result in _as_done(pool, _student_job, jobs):
+                self._built(result["builds"])
                 _add_builds(self.table, result["builds"])
                 self.table["students"] += result["students"]
                 _own_costs(self.table)
                 self.save()
                 log.info("table: %d students", len(self.table["students"]))
 
+    def _built(self, builds: list[dict]) -> None:
+        """The run's record of the stage builds it made itself (the rest it found in the cache)."""
+        made = self.session.setdefault("built", [])
+        made += [b["key"] for b in builds if b["built"] and b["key"] not in made]
+
     def teachers(self, context) -> dict[str, str]:
         """The teacher's directory per student vocabulary (``"None"``: the full one): trimmed alike, the
         tokenizer and the ids of every student of that vocabulary."""
         teachers = {"None": context.plan.teacher}
         for vocab in sorted({str(v) for v in self.setup.space["vocab"]} - {"full", "None"}):
-            built = _trimmed_teacher(context, int(vocab), self.table["teacher_key"])
+            built = _trimmed_teacher(context, int(vocab), self.table["key_inputs"])
+            self._built(built["builds"])
             _add_builds(self.table, [{**b, "for_teacher": True} for b in built["builds"]])
             teachers[vocab] = built["model_dir"]
         return teachers

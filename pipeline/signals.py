@@ -127,14 +127,16 @@ def _probe(encoder, tokenizer, task: str, data, train, cfg: SignalConfig) -> flo
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     from pipeline.metrics import score
 
     features_train, targets_train, _ = _features(encoder, tokenizer, data.kind, train, cfg)
     features_dev, _, present = _features(encoder, tokenizer, data.kind, data.dev, cfg)
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.probe_c, max_iter=500))
-    classifier.fit(features_train, targets_train)
-    predicted = list(classifier.predict(features_dev)) if len(features_dev) else []
+    with threadpool_limits(1):  # one BLAS thread: a table runs probes side by side, one core a worker
+        classifier.fit(features_train, targets_train)
+        predicted = list(classifier.predict(features_dev)) if len(features_dev) else []
     if data.kind == "classification":
         return score(task, list(data.dev.targets), predicted)
     fallback = Counter(tag for tags in train.targets for tag in tags).most_common(1)[0][0]
