@@ -88,7 +88,10 @@ def test_every_stage_that_reads_text_and_the_preflight_read_a_20_mb_line(one_lin
     spec = local_spec(tmp_path / "spec.yaml", tiny_xlmr, one_line, heldout, {"pos": shared_data / "mt" / "pos"}, "200")
     capsys.readouterr()
     assert search_cli([str(spec), "--check"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    rows: dict[str, str] = {}
+    for line in capsys.readouterr().out.splitlines()[1:]:  # the preflight's rows, then the memory table's
+        if line.split():
+            rows.setdefault(line.split()[0], line)
     words = len(one_line.read_text(encoding="utf-8").split())
     assert rows["corpus"].endswith(f": 20 lines, {words:,} words; first: " + rows["corpus"].split("; first: ")[1])
     assert "space.vocab 200 keeps 200 tokens" in rows["trim_vocab"]
