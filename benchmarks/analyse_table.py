@@ -338,6 +338,10 @@ def findings(result: dict) -> list[str]:
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _ci(cell: dict) -> str:
     return f"{cell['diff']:+.3f} [{cell['low']:+.3f}, {cell['high']:+.3f}]"
 
@@ -397,7 +401,8 @@ def markdown(result: dict, tasks: list[str]) -> str:
     lines.append(f"\nMost robust task (smallest mean relative drop): {shape['most_robust']}; share of resamples in "
                  f"which each task is: {json.dumps(shape['most_robust_share'])}. Paper path cost "
                  f"{result['front_vs_paper']['paper_cost_s']:.0f} CPU s; the random search at that cost built "
-                 f"{len(result['front_vs_paper']['searched'])} students ({result['front_vs_paper']['searched_cost_s']:.0f} s).")
+                 f"{_count(len(result['front_vs_paper']['searched']), 'student')} "
+                 f"({result['front_vs_paper']['searched_cost_s']:.0f} s).")
     lines += ["", "Findings:", ""] + [f"- {line}" for line in findings(result)]
     runs = result["table"]["runs"]
     if runs:
