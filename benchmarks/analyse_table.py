@@ -278,9 +278,16 @@ def analyse(table: dict, *, signals: list[str] | None = None, rungs: list[str] |
         if rung not in present:
             raise UsageError(f"--rung {rung}: the table has no such rung (it has {', '.join(present)})")
     result = {"table": {"students": len(table["students"]), "space": len(space_students(table)),
-                        "runs": [{k: r.get(k) for k in ("command", "commit", "date", "wall_s", "phases")}
-                                 for r in table.get("runs", [])]},
+                        "runs": [{k: r.get(k) for k in ("command", "commit", "dirty", "date", "started", "ended",
+                                                         "wall_s", "phases", "machine")}
+                                 for r in table.get("runs", [])],
+                        "teacher_build_wall_s": (table.get("teacher") or {}).get("build_wall_s")},
+              "protocol": table.get("protocol"),
               "signals": [params_report(table)]}
+    for name in ("teacher", "random"):
+        if (table.get(name) or {}).get("signals"):
+            result.setdefault("reference_signals", {})[name] = {
+                signal: round(value["value"], 4) for signal, value in table[name]["signals"].items()}
     for signal in signals or known:
         for rung in rungs or present:
             result["signals"].append(signal_report(table, signal, rung, seed=seed))
@@ -293,19 +300,82 @@ def analyse(table: dict, *, signals: list[str] | None = None, rungs: list[str] |
     return result
 
 
+def findings(result: dict) -> list[str]:
+    """What the numbers say, in sentences built from them (no number here is typed by hand)."""
+    out = []
+    if "teacher_vs_random" in result:
+        m = result["teacher_vs_random"]["mean"]
+        out.append(f"Teacher against a random model of its shape, mean test score over tasks: {_ci(m)}, {m['verdict']}.")
+        rows = [r for r in result["front_vs_paper"]["rows"] if r.get("searched")]
+        verdicts = [r["test"]["mean"]["verdict"] for r in rows]
+        out.append(f"Searched front (chosen on dev, at the paper path's cost) against each paper model on test: "
+                   f"{verdicts.count('A better')} better, {verdicts.count('tie')} ties, {verdicts.count('B better')} "
+                   f"worse, of {len(rows)}; differences from {min(r['test']['mean']['diff'] for r in rows):+.3f} "
+                   f"to {max(r['test']['mean']['diff'] for r in rows):+.3f}." if rows else
+                   "The search at the paper path's cost built no student no larger than a paper model.")
+        for budget in ("path", "path+teacher"):
+            rows = [r for r in result["compression_vs_scratch"] if r["budget"] == budget]
+            if rows:
+                verdicts = [r["test"]["mean"]["verdict"] for r in rows]
+                diffs = ", ".join(f"{r['test']['mean']['diff']:+.3f}" for r in rows)
+                out.append(f"Compression against scratch at the FLOPs of the {budget.replace('+', ' plus the ')}"
+                           f"{'' if budget == 'path' else ' pretraining'}: compression better for "
+                           f"{verdicts.count('A better')}, tie for {verdicts.count('tie')}, scratch better for "
+                           f"{verdicts.count('B better')} of {len(rows)} shapes; mean differences {diffs}.")
+        shape = result["paper_shape"]
+        out.append(f"Most robust task along the paper path (smallest mean relative drop against the teacher): "
+                   f"{shape['most_robust']} ({100 * shape['most_robust_share'][shape['most_robust']]:.0f}% of "
+                   f"resamples agree).")
+    signals = [r for r in result["signals"] if r["signal"] != "params" and r.get("tau") is not None]
+    if signals:
+        base = next(r for r in result["signals"] if r["signal"] == "params")
+        for rung in sorted({r["rung"] for r in signals}, key=int):
+            best = max((r for r in signals if r["rung"] == rung), key=lambda r: r["tau"])
+            out.append(f"Rung {rung}: the best signal is {best['signal']} (tau {best['tau']:+.3f}, 95% "
+                       f"{best['tau_95']}; parameters alone {base['tau']:+.3f}); it keeps {best['front_kept']} of the "
+                       f"{best['front']} dev-front students in its best third at {best['cost_vs_full_evaluation']:.3f} "
+                       f"of a full evaluation's cost.")
+    return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _ci(cell: dict) -> str:
     return f"{cell['diff']:+.3f} [{cell['low']:+.3f}, {cell['high']:+.3f}]"
 
 
 def markdown(result: dict, tasks: list[str]) -> str:
-    lines = ["| signal | rung | tau [95%] | rho [95%] | front kept (best third) | cost vs full evaluation |",
-             "|---|---:|---|---|---:|---:|"]
+    lines = []
+    protocol = result.get("protocol")
+    if protocol and protocol.get("decision"):
+        decision = protocol["decision"]
+        lines += ["Protocol pilots (dev, one seed): teacher minus random per option.", "",
+                  "| option | " + " | ".join(tasks) + " | mean |", "|---|" + "---:|" * (len(tasks) + 1)]
+        for option, gap in decision["gaps"].items():
+            mark = " (chosen)" if option == decision["option"] else ""
+            lines.append(f"| {option}{mark} | " + " | ".join(f"{gap['tasks'][t]:+.3f}" for t in tasks)
+                         + f" | {gap['mean']:+.3f} |")
+        if "pretraining" in protocol:
+            chosen = protocol["pretraining"]["steps"]
+            lines.append("\nPretraining length (teacher's mean dev score under the chosen protocol): "
+                         + ", ".join(f"{steps} steps {value:.3f}{' (chosen)' if int(steps) == chosen else ''}"
+                                     for steps, value in protocol["pretraining"]["dev"].items()) + ".")
+        lines.append("")
+    lines += ["| signal | rung | tau [95%] | rho [95%] | front kept (best third) | cost vs full evaluation |",
+              "|---|---:|---|---|---:|---:|"]
     for r in result["signals"]:
         tau = f"{r['tau']:+.3f}" + (f" [{r['tau_95'][0]:+.2f}, {r['tau_95'][1]:+.2f}]" if r.get("tau_95") else "")
         rho = f"{r['rho']:+.3f}" + (f" [{r['rho_95'][0]:+.2f}, {r['rho_95'][1]:+.2f}]" if r.get("rho_95") else "")
         kept = f"{r['front_kept']}/{r['front']}" if "front" in r else ""
         cost = f"{r['cost_vs_full_evaluation']:.3f}" if "cost_vs_full_evaluation" in r else ""
         lines.append(f"| {r['signal']} | {r['rung']} | {tau} | {rho} | {kept} | {cost} |")
+    if result.get("reference_signals"):
+        ref = result["reference_signals"]
+        lines.append("\nThe same signals of the teacher and of a random model of its shape (distillation loss "
+                     "against the teacher): " + "; ".join(f"{signal} {ref['teacher'][signal]:.3f} against "
+                                                          f"{ref['random'][signal]:.3f}" for signal in ref["teacher"]) + ".")
     if "teacher_vs_random" not in result:
         return "\n".join(lines)
     head = "| comparison (A - B, test) | " + " | ".join(tasks) + " | mean over tasks |"
@@ -331,7 +401,18 @@ def markdown(result: dict, tasks: list[str]) -> str:
     lines.append(f"\nMost robust task (smallest mean relative drop): {shape['most_robust']}; share of resamples in "
                  f"which each task is: {json.dumps(shape['most_robust_share'])}. Paper path cost "
                  f"{result['front_vs_paper']['paper_cost_s']:.0f} CPU s; the random search at that cost built "
-                 f"{len(result['front_vs_paper']['searched'])} students ({result['front_vs_paper']['searched_cost_s']:.0f} s).")
+                 f"{_count(len(result['front_vs_paper']['searched']), 'student')} "
+                 f"({result['front_vs_paper']['searched_cost_s']:.0f} s).")
+    lines += ["", "Findings:", ""] + [f"- {line}" for line in findings(result)]
+    runs = result["table"]["runs"]
+    if runs:
+        lines.append("\nTime: " + "; ".join(
+            f"run {i + 1} ({r['date']}, commit {str(r['commit'])[:7]}{', uncommitted changes' if r.get('dirty') else ''}): "
+            f"{r.get('wall_s') or 0:,.0f} s wall" + (", phases " + ", ".join(f"{k} {v:,.0f} s" for k, v in
+                                                                              (r.get("phases") or {}).items())
+                                                   if r.get("phases") else "")
+            for i, r in enumerate(runs)) + (f"; the teacher's build before them {result['table']['teacher_build_wall_s']:,.0f} s wall"
+                                           if result["table"].get("teacher_build_wall_s") else "") + ".")
     return "\n".join(lines)
 
 
