@@ -694,7 +694,9 @@ class Run:
         best = max(front, key=lambda r: statistics.fmean(r["dev"][t] for t in TASKS))
         done = {(r["of"], r["budget"]) for r in self.table["scratch"]}
         wanted = [(r, "path", r["flops"]) for r in front]
-        wanted.insert(0, (best, "path+teacher", best["flops"] + self.table["teacher"]["flops"]))
+        # last: it trains for the teacher's pretraining too (12x the path's FLOPs on the CPU table), so a
+        # session that ends first still holds every shape at the path's FLOPs
+        wanted.append((best, "path+teacher", best["flops"] + self.table["teacher"]["flops"]))
         wanted = [w for w in wanted if (w[0]["name"], w[1]) not in done]
         if not wanted:
             return
