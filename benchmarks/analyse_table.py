@@ -413,6 +413,8 @@ def markdown(result: dict, tasks: list[str]) -> str:
                                                    if r.get("phases") else "")
             for i, r in enumerate(runs)) + (f"; the teacher's build before them {result['table']['teacher_build_wall_s']:,.0f} s wall"
                                            if result["table"].get("teacher_build_wall_s") else "") + ".")
+        total = sum(r.get("wall_s") or 0 for r in runs) + (result["table"].get("teacher_build_wall_s") or 0)
+        lines.append(f"In all {total:,.0f} s wall ({total / 3600:.1f} h) on 2 cores, the teacher's build included.")
     return "\n".join(lines)
 
 
