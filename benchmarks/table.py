@@ -504,7 +504,7 @@ class Run:
 
     def save(self) -> None:
         self.session["wall_s"] = round(time.time() - self.started, 1)
-        write_json(self.out, self.table)
+        write_json(self.out, self.table, indent=None)  # compact: per-example lists would triple it
 
     def phase(self, name: str, started: float) -> None:
         self.session["phases"][name] = round(time.time() - started, 1)
