@@ -20,7 +20,9 @@ in bytes:
   head at the masked positions only, one chunk of them at a time (`pipeline.losses.head_mlm_loss`).
 
 The weights of the best held-out checkpoint are not on the device: on a GPU they are in CPU memory,
-on a CPU in a file (`pipeline.training`). Vocabulary trimming runs on the CPU.
+on a CPU in a file (`pipeline.training`). Vocabulary trimming runs on the CPU. A model rebuilt at a
+smaller shape (trimming, truncation, pruning after its pass) holds for a moment the source model, the
+tensors selected from it, the new model and the decoder its constructor allocates before tying it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pipeline.sizes import config_parameters
 
 __all__ = [
     "CHUNK_ELEMENTS", "Estimate", "GIB", "adapt", "distill", "evaluate", "format_bytes", "largest_batch",
-    "parse_size", "prune", "trim_vocab",
+    "parse_size", "prune", "rebuild",
 ]
 
 # float32 elements of one chunk of the full-vocabulary losses (`pipeline.losses`): 256 MiB
@@ -151,9 +153,14 @@ def distill(student: Mapping[str, Any], teacher: Mapping[str, Any], cfg: Any, de
                     + teacher_pass, logits=logits)
 
 
-def prune(config: Mapping[str, Any], cfg: Any, device: str, batch: int | None = None) -> Estimate:
+def prune(config: Mapping[str, Any], cfg: Any, device: str, batch: int | None = None,
+          target: Mapping[str, Any] | None = None) -> Estimate:
     """The Taylor importance pass of `pipeline.prune` with a `PruneConfig` ``cfg``: gradients of the FFN
-    input layers only, no optimiser, no dropout, the head at the masked positions in chunks."""
+    input layers only, no optimiser, no dropout, the head at the masked positions in chunks. Given the
+    pruned ``target`` config, on the CPU the larger of the pass and the model's `rebuild` after it (on a
+    GPU the rebuild is in host memory)."""
+    if target is not None and device == "cpu":
+        return max(prune(config, cfg, device, batch), rebuild(config, target, "prune"), key=lambda e: e.total)
     batch = cfg.batch_size if batch is None else batch
     seq, element = _length(config, cfg.max_length), _element(getattr(cfg, "bf16", False), device)
     h, f, layers = int(config["hidden_size"]), int(config["intermediate_size"]), int(config["num_hidden_layers"])
@@ -165,9 +172,13 @@ def prune(config: Mapping[str, Any], cfg: Any, device: str, batch: int | None = 
                     logits=_head_chunk(int(config["vocab_size"]), rows, element))
 
 
-def trim_vocab(source: Mapping[str, Any], target: Mapping[str, Any]) -> Estimate:
-    """Vocabulary trimming (on the CPU): the model and its trimmed copy."""
-    return Estimate("trim_vocab", 0, 0, "fp32", weights=4 * (_params(source) + _params(target)))
+def rebuild(source: Mapping[str, Any], target: Mapping[str, Any], stage: str = "trim_vocab") -> Estimate:
+    """A model rebuilt at a smaller shape (`pipeline.modeling.rebuild`, on the CPU): vocabulary trimming,
+    hidden-size truncation, and pruning after its pass. It holds the source model, the target's tensors
+    selected from it, the new model, and the output decoder that the new model's constructor allocates
+    before it ties it to the word embeddings."""
+    h, vocab = int(target["hidden_size"]), int(target["vocab_size"])
+    return Estimate(stage, 0, 0, "fp32", weights=4 * (_params(source) + 2 * _params(target) + vocab * h))
 
 
 def evaluate(config: Mapping[str, Any], training: Any, method: str, device: str, batch: int | None = None,

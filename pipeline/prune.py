@@ -140,7 +140,8 @@ def prune_ffn(model, tokenizer, intermediate_size: int, texts: list[str], cfg: P
     model.to(home)
     keep = ffn.argsort(dim=1, descending=True)[:, :intermediate_size]  # [layers, F]
     head_order = heads.argsort(dim=1, descending=True) if cfg.reorder_heads else None
-    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    # the model's own tensors: the new model copies them in, so a clone would only hold a third copy
+    state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
     head_dim = model.config.hidden_size // model.config.num_attention_heads
     prefix = {id(layer): None for layer in modeling.layers(model)}
     for name, module in model.named_modules():

@@ -97,9 +97,9 @@ def _step_memory(spec: Spec, step, configs: dict[str, dict], device: str) -> Sta
                            lambda b: memory.distill(model, teacher, cfg, device, batch=b, stage="truncate"))
     if step.stage == "prune":
         cfg = spec.prune
-        return StageMemory("prune", "prune", "trial", memory.prune(source, cfg, device),
-                           lambda b: memory.prune(source, cfg, device, batch=b))
-    estimate = memory.trim_vocab(source, model)
+        return StageMemory("prune", "prune", "trial", memory.prune(source, cfg, device, target=model),
+                           lambda b: memory.prune(source, cfg, device, batch=b, target=model))
+    estimate = memory.rebuild(source, model)
     return StageMemory("trim_vocab (CPU)" if device == "cuda" else "trim_vocab", "",
                        "host" if device == "cuda" else "trial", estimate, lambda b: estimate)
 

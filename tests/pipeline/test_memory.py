@@ -80,3 +80,19 @@ def test_sizes_parse(text, size):
 def test_bad_sizes_are_refused(text):
     with pytest.raises(ValueError, match="expected a size such as 80GiB, 24GB or 16000MiB"):
         memory.parse_size(text)
+
+
+def test_a_rebuild_holds_the_source_its_selected_tensors_the_new_model_and_its_untied_decoder():
+    """Truncation, trimming and pruning's last step build a new model from tensors selected from the old one;
+    the new model's constructor allocates its own decoder (vocab x hidden) before tying it."""
+    source = {**STUDENT, "intermediate_size": 2048}
+    target = {**source, "hidden_size": 312}
+    truncate = memory.rebuild(source, target, "truncate")
+    assert truncate.stage == "truncate" and truncate.weights == truncate.total
+    assert truncate.total == 4 * (config_parameters(source) + 2 * config_parameters(target) + 250_002 * 312)
+    # pruning on the CPU: the larger of its pass and its rebuild; on a GPU the rebuild is in host memory
+    for length, larger in ((128, "rebuild"), (512, "pass")):
+        cfg = PruneConfig(max_length=length)
+        estimates = {"pass": memory.prune(STUDENT, cfg, "cpu"), "rebuild": memory.rebuild(STUDENT, source, "prune")}
+        assert memory.prune(STUDENT, cfg, "cpu", target=source) == estimates[larger], length
+        assert memory.prune(STUDENT, cfg, "cuda", target=source) == memory.prune(STUDENT, cfg, "cuda")

@@ -38,6 +38,21 @@ def test_prune_keeps_most_important_neurons(fixture, request, maltese_sentences,
     assert assert_hf_dir(tmp_path / "out").config.intermediate_size == 20
 
 
+def test_the_pruned_model_owns_its_weights(tiny_xlmr, maltese_sentences):
+    """The rebuild reads the old model's tensors without cloning them, and the new model copies them in:
+    training the new model leaves the old one as it was."""
+    model, tokenizer = modeling.load(tiny_xlmr)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    new, _, _ = prune_ffn(model, tokenizer, 20, maltese_sentences[:32], CFG)
+    old_storage = {tensor.untyped_storage().data_ptr() for tensor in model.state_dict().values()}
+    assert not old_storage & {tensor.untyped_storage().data_ptr() for tensor in new.state_dict().values()}
+    with torch.no_grad():
+        for parameter in new.parameters():
+            parameter.add_(1.0)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], rtol=0, atol=0, msg=name)
+
+
 def test_prune_rejects_wider_ffn(tiny_bert, maltese_sentences):
     model, tokenizer = modeling.load(tiny_bert)
     with pytest.raises(UsageError, match="between 1 and the model's 37"):
