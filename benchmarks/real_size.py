@@ -12,14 +12,20 @@ user would run it: adapt the teacher, distil to 6 layers, prune the FFN to 2048,
 size to 312, distil again, trim the vocabulary to 40,000, evaluate on POS. Each training stage runs
 ``--steps`` steps at the batch size of ``specs/maltese.yaml`` (``--spec``) and at each length of
 ``--lengths`` (128 and 512), or at the largest length whose estimate fits ``--device-memory`` (24 GiB)
-when a length does not.
+when a length does not. ``--estimate-lengths`` adds rows of the estimate alone at further lengths (where a
+CPU has not the hours to run them).
 
 Per stage and length: seconds per step (the stage's own timing over its steps: training steps, pruning
 batches), wall seconds of the command, the command's peak resident memory (and on CUDA the peak memory
-torch allocated), the exact parameter count of the stage's output, and the estimate of
+torch allocated; on Linux a command's peak is never below what the process that starts it had reached,
+so each row records that floor, and teachers are built in a process of their own to keep it low), the exact parameter count of the stage's output, and the estimate of
 `pipeline.memory` for the same models and settings beside the measured peak. Written as JSON under
 ``benchmarks/results/`` (``real-size[-tiny]-DATE.json``, never over an earlier file) with the command,
 commit, machine and date (`benchmarks.provenance`), and printed as a Markdown table.
+
+Before and after a change: ``--pipeline DIR`` runs the same commands from another checkout (a ``git worktree``
+of an earlier commit); options its commands do not have are left out, and each row lists them under
+``dropped``. ``--compare BEFORE.json AFTER.json`` prints the two runs' peaks side by side.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import argparse
 import dataclasses
 import json
 import os
+import re
+import resource
 import subprocess
 import sys
 import time
@@ -60,6 +68,8 @@ class Settings:
     device: str
     device_memory: int
     batches: dict[str, int]  # adapt, distill, prune, truncate, evaluate: the spec's batch sizes
+    estimate_lengths: tuple[int, ...] = ()  # lengths only estimated, not run
+    pipeline: str | None = None  # the checkout whose `python -m pipeline` runs the stages (None: this one)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", choices=("xlmr", "bert", "both"), default=None,
                         help="which teacher (default: both; with --tiny: xlmr)")
     parser.add_argument("--lengths", default=None, help="comma-separated sequence lengths (default 128,512; tiny 32)")
+    parser.add_argument("--estimate-lengths", default="",
+                        help="comma-separated lengths at which each stage is only estimated, not run")
     parser.add_argument("--steps", type=int, default=3, help="training steps (and pruning batches) per stage")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--device-memory", default="24GiB", help="the largest estimate a stage may run at")
@@ -75,21 +87,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("LRL_SHARED_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--work", type=Path, default=None, help="work folder (default benchmarks/work/real-size[-tiny])")
     parser.add_argument("--out", type=Path, default=None, help="the JSON file (default: a new file in benchmarks/results)")
+    parser.add_argument("--pipeline", type=Path, default=None,
+                        help="run the stages from this checkout (an earlier commit's worktree), for before/after")
+    parser.add_argument("--show", type=Path, default=None, help="print a result file's table, and nothing else")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"), default=None,
+                        help="print two result files' peaks side by side, and nothing else")
     args = parser.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(path.read_text()) for path in args.compare)
+        print(_compare(before, after))
+        return 0
+    if args.show:
+        print(_table(json.loads(args.show.read_text())))
+        return 0
+    if args.pipeline and not (args.pipeline / "pipeline" / "__main__.py").is_file():
+        parser.error(f"--pipeline {args.pipeline}: no pipeline/__main__.py there")
 
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     lengths = tuple(int(x) for x in (args.lengths or ("32" if args.tiny else "128,512")).split(","))
     settings = Settings(args.tiny, args.steps, lengths, device, memory.parse_size(args.device_memory),
-                        _spec_batches(args.spec))
+                        _spec_batches(args.spec), tuple(int(x) for x in args.estimate_lengths.split(",") if x),
+                        str(args.pipeline.resolve()) if args.pipeline else None)
     name = "real-size-tiny" if args.tiny else "real-size"
-    work = args.work or REPO / "benchmarks" / "work" / name
+    work = (args.work or REPO / "benchmarks" / "work" / name).resolve()  # commands may run in another checkout
     out = args.out or fresh_path(REPO / "benchmarks" / "results", name)
     record = {**provenance([sys.executable, *sys.argv] if argv is None else ["benchmarks/real_size.py", *argv]),
-              "settings": {**dataclasses.asdict(settings), "path": TINY["path"] if args.tiny else PATH},
+              "settings": {**dataclasses.asdict(settings), "path": TINY["path"] if args.tiny else PATH,
+                           "pipeline_commit": _commit(Path(settings.pipeline)) if settings.pipeline else None},
               "baseline_rss_bytes": _baseline_rss(), "families": {}}
-    texts = _maltese(args.data)
+    texts = _maltese(args.data.resolve())
     family_arg = args.family or ("xlmr" if args.tiny else "both")
     for family in (("xlmr", "bert") if family_arg == "both" else (family_arg,)):
         teacher = _teacher(family, texts["train"], work / family, settings)
@@ -158,13 +186,27 @@ def teacher_config(family: str, settings: Settings) -> tuple[dict, int]:
 
 
 def _teacher(family: str, texts: list[str], work: Path, settings: Settings) -> Path:
-    """A random-weight teacher of the family's exact shape and vocabulary, saved once under ``work/teacher``."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
+    """A random-weight teacher of the family's exact shape and vocabulary, saved once under ``work/teacher``.
+
+    Built in a process of its own: on Linux a command inherits, in its peak resident memory, the peak of
+    the process that starts it, so this one must never hold a teacher (each row records that floor)."""
+    import multiprocessing
 
     folder = work / "teacher"
+    if not (folder / "model.safetensors").is_file():
+        process = multiprocessing.get_context("spawn").Process(target=_build_teacher,
+                                                               args=(family, texts, folder, settings))
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"building the {family} teacher failed (exit code {process.exitcode})")
+    return folder
+
+
+def _build_teacher(family: str, texts: list[str], folder: Path, settings: Settings) -> None:
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
     config, params = teacher_config(family, settings)
-    if (folder / "model.safetensors").is_file():
-        return folder
     tokenizer = exact_tokenizer(family, texts, config["vocab_size"])
     values = {k: v for k, v in config.items() if k not in ("architectures", "model_type")}
     model = AutoModelForMaskedLM.from_config(AutoConfig.for_model(config["model_type"], **values))
@@ -172,7 +214,6 @@ def _teacher(family: str, texts: list[str], work: Path, settings: Settings) -> P
         raise RuntimeError(f"{family}: {model.num_parameters():,} parameters, not {params:,}")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder
 
 
 # ---------------------------------------------------------------- the stages, as commands
@@ -194,6 +235,9 @@ def _family(family: str, teacher: Path, texts: dict[str, list[str]], work: Path,
             shutil.rmtree(out)
         out.mkdir(parents=True)
         rows += _path(teacher, corpus, heldout, texts["pos"][0], out, length, path, settings)
+    for length in settings.estimate_lengths:
+        rows += _path(teacher, corpus, heldout, texts["pos"][0], work / f"L{length}", length, path, settings,
+                      estimate_only=True)
     return {"params": params, "vocab_size": config["vocab_size"], "stages": rows}
 
 
@@ -208,25 +252,41 @@ def _documents(sentences: list[str], chars: int) -> list[str]:
 
 
 def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, length: int, path: dict,
-          settings: Settings) -> list[dict]:
+          settings: Settings, estimate_only: bool = False) -> list[dict]:
     b, steps, device = settings.batches, settings.steps, settings.device
     train = lambda batch, seq: ["--steps", str(steps), "--batch-size", str(batch), "--max-length", str(seq),  # noqa: E731
                                 "--eval-every", "1000000", "--device", device]
     read = lambda folder: json.loads((folder / "config.json").read_text())  # noqa: E731
+
+    def kept(folder: Path, asked: dict) -> dict:
+        """``asked`` with the vocabulary trimming kept, once it ran (fewer pieces on a small corpus)."""
+        return {**asked, "vocab_size": read(folder)["vocab_size"]} if (folder / "config.json").is_file() else asked
+
     t_config = read(teacher)
     rows = []
 
     def run(stage: str, command, estimate_at, batch: int | None, folder: Path, model: Path | None = None) -> dict:
+        if estimate_only:  # at the length asked, and whether that fits --device-memory
+            estimate = estimate_at(length)
+            rows.append({"stage": stage, "length": length, "run_length": None, "batch": batch, "estimate_only": True,
+                         "fits": estimate.total <= settings.device_memory, "estimate_bytes": estimate.total,
+                         "estimate": {k: getattr(estimate, k) for k in _PARTS}})
+            return rows[-1]
         seq = _fitting_length(estimate_at, length, settings.device_memory)
         row = {"stage": stage, "length": length, "run_length": seq, "batch": batch}
         if seq is None:
             rows.append({**row, "skipped": "does not fit --device-memory even at length 64"})
             return rows[-1]
-        argv = [sys.executable, "-m", "pipeline", *[str(a) for a in command(seq)]]
+        checkout = Path(settings.pipeline or REPO)
+        argv, dropped = _supported([sys.executable, "-m", "pipeline", *[str(a) for a in command(seq)]], checkout)
+        if dropped:
+            row["dropped"] = dropped
         log = out / f"{stage}.log"
+        floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # what the command inherits (Linux)
         started = time.perf_counter()
         with log.open("w") as output:
-            proc = subprocess.Popen(argv, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(argv, cwd=checkout, stdout=output, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONPATH": str(checkout)})
             _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this command alone
             proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
@@ -235,11 +295,10 @@ def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, lengt
         metrics = _metrics(folder)
         estimate = estimate_at(seq)
         row.update(command=" ".join(argv[1:]).replace(str(REPO) + "/", ""), wall_s=round(wall, 2),
-                   peak_rss_bytes=usage.ru_maxrss * 1024, peak_cuda_bytes=metrics.get("peak_cuda_bytes"),
+                   peak_rss_bytes=usage.ru_maxrss * 1024, floor_rss_bytes=floor, peak_cuda_bytes=metrics.get("peak_cuda_bytes"),
                    params=metrics.get("params") or config_parameters(read(model or folder)),
                    estimate_bytes=estimate.total,
-                   estimate={k: getattr(estimate, k) for k in ("weights", "gradients", "optimizer", "activations",
-                                                                "logits")})
+                   estimate={k: getattr(estimate, k) for k in _PARTS})
         done = {"prune": metrics.get("batches"), "evaluate": steps}.get(stage, metrics.get("steps"))
         seconds = metrics.get("seconds")
         if done and seconds:
@@ -259,14 +318,15 @@ def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, lengt
                                 "--out", kd],
         lambda seq: memory.distill(student, t_config, cfg(DistillConfig, b["distill"], seq), device), b["distill"], kd)
     pruned = out / "prune"
-    run("prune", lambda seq: ["prune", "--model", kd, "--ffn", path["ffn"], "--corpus", heldout, "--batch-size",
-                              b["prune"], "--max-batches", steps, "--max-length", seq, "--device", device, "--out", pruned],
-        lambda seq: memory.prune(student, cfg(PruneConfig, b["prune"], seq), device), b["prune"], pruned)
-    small = out / "truncate"
     p_config = {**student, "intermediate_size": path["ffn"]}
     s_config = {**p_config, "hidden_size": path["hidden"]}
+    run("prune", lambda seq: ["prune", "--model", kd, "--ffn", path["ffn"], "--corpus", heldout, "--batch-size",
+                              b["prune"], "--max-batches", steps, "--max-length", seq, "--device", device, "--out", pruned],
+        lambda seq: memory.prune(student, cfg(PruneConfig, b["prune"], seq), device, target=p_config), b["prune"],
+        pruned)
+    small = out / "truncate"
     run("truncate", lambda seq: ["truncate", "--model", pruned, "--hidden", path["hidden"], "--out", small],
-        lambda seq: dataclasses.replace(memory.trim_vocab(p_config, s_config), stage="truncate"), None, small)
+        lambda seq: memory.rebuild(p_config, s_config, "truncate"), None, small)
     kd2 = out / "truncate-distill"
     run("truncate.distill", lambda seq: ["distill", "--teacher", pruned, "--student", small, "--corpus", corpus,
                                          "--heldout", heldout, "--heldout-rows", b["truncate"],
@@ -277,15 +337,47 @@ def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, lengt
     f_config = {**s_config, "vocab_size": path["vocab"]}
     run("trim_vocab", lambda seq: ["trim-vocab", "--model", kd2, "--corpus", corpus, "--vocab-size", path["vocab"],
                                    "--min-count", "1", "--out", final],
-        lambda seq: memory.trim_vocab(s_config, f_config), None, final)
+        lambda seq: memory.rebuild(s_config, kept(final, f_config)), None, final)
     scored = out / "evaluate"
     task = lambda seq: TaskTraining(batch_size=b["evaluate"], max_length=seq)  # noqa: E731
     run("evaluate", lambda seq: ["evaluate", "--model", final, "--task", "pos", "--data", pos, "--seeds", "1",
                                  "--epochs", "1", "--batch-size", b["evaluate"], "--max-length", seq,
                                  "--max-train-examples", b["evaluate"] * steps, "--max-eval-examples", 64,
                                  "--device", device, "--out", scored],
-        lambda seq: memory.evaluate(f_config, task(seq), "adapter", device), b["evaluate"], scored, final)
+        lambda seq: memory.evaluate(kept(final, f_config), task(seq), "adapter", device), b["evaluate"], scored,
+        final)
     return rows
+
+
+_PARTS = ("weights", "gradients", "optimizer", "activations", "logits")
+
+
+def _supported(argv: list[str], checkout: Path) -> tuple[list[str], list[str]]:
+    """``argv`` less the options (each with its value) that ``checkout``'s command does not have, and those."""
+    if checkout == REPO:
+        return argv, []
+    command = argv[3]
+    if command not in _OPTIONS:
+        help_text = subprocess.run([*argv[:4], "--help"], cwd=checkout, capture_output=True, text=True, check=True,
+                                   env={**os.environ, "PYTHONPATH": str(checkout)}).stdout
+        _OPTIONS[command] = set(re.findall(r"--[a-z][a-z-]*", help_text))
+    kept, dropped, rest = argv[:4], [], argv[4:]
+    while rest:
+        option = rest.pop(0)
+        value = [rest.pop(0)] if rest and not rest[0].startswith("--") else []
+        if option in _OPTIONS[command] or not option.startswith("--"):
+            kept += [option, *value]
+        else:
+            dropped.append(" ".join([option, *value]))
+    return kept, dropped
+
+
+_OPTIONS: dict[str, set[str]] = {}
+
+
+def _commit(checkout: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def _fitting_length(estimate_at, length: int, budget: int) -> int | None:
@@ -312,18 +404,56 @@ def _baseline_rss() -> int:
 
 
 def _table(record: dict) -> str:
+    """The measured rows as Markdown, each estimate against what it estimates: torch's peak on CUDA; on the
+    CPU the peak resident memory less the baseline (a process that has imported what a stage imports)."""
     gib = lambda value: "" if value is None else f"{value / 2**30:.2f}"  # noqa: E731
-    lines = ["| family | stage | length | batch | s/step | wall s | peak RSS GiB | peak CUDA GiB | estimate GiB | params |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    baseline = record["baseline_rss_bytes"]
+    lines = ["| family | stage | length | batch | s/step | wall s | peak RSS GiB | RSS less baseline GiB "
+             "| peak CUDA GiB | estimate GiB | estimate / measured | params |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for family, data in record["families"].items():
         for row in data["stages"]:
+            head = f"| {family} | {row['stage']} | {row['length']} | {row['batch'] or ''} "
             if row.get("skipped"):
-                lines.append(f"| {family} | {row['stage']} | {row['length']} | {row['batch'] or ''} | skipped | | | | | |")
+                lines.append(head + "| skipped | | | | | | | |")
                 continue
-            length = row["run_length"] if row["run_length"] == row["length"] else f"{row['run_length']} (of {row['length']})"
-            lines.append(f"| {family} | {row['stage']} | {length} | {row['batch'] or ''} | {row.get('seconds_per_step', '')} "
-                         f"| {row['wall_s']} | {gib(row['peak_rss_bytes'])} | {gib(row['peak_cuda_bytes'])} "
-                         f"| {gib(row['estimate_bytes'])} | {row['params']:,} |")
+            if row.get("estimate_only"):
+                fits = "" if row["fits"] else " (over --device-memory)"
+                lines.append(head + f"| not run | | | | | {gib(row['estimate_bytes'])}{fits} | | |")
+                continue
+            if row["run_length"] != row["length"]:
+                head = f"| {family} | {row['stage']} | {row['run_length']} (of {row['length']}) | {row['batch'] or ''} "
+            measured = row["peak_cuda_bytes"] or row["peak_rss_bytes"] - baseline
+            floor = " (at its floor)" if row["peak_rss_bytes"] <= 1.05 * row.get("floor_rss_bytes", 0) else ""
+            lines.append(head + f"| {row.get('seconds_per_step', '')} | {row['wall_s']} | {gib(row['peak_rss_bytes'])}"
+                         f"{floor} | {gib(row['peak_rss_bytes'] - baseline)} | {gib(row['peak_cuda_bytes'])} "
+                         f"| {gib(row['estimate_bytes'])} | {_ratio(row['estimate_bytes'], measured)} | {row['params']:,} |")
+    return "\n".join(lines + ["", f"Baseline: {gib(baseline)} GiB resident in a process that has imported what a "
+                                   "stage imports, before it loads a model."])
+
+
+def _ratio(value: float, of: float) -> str:
+    return f"{value / of:.2f}" if of > 0 else ""
+
+
+def _compare(before: dict, after: dict) -> str:
+    """Peak resident (and CUDA) memory per stage and length of two runs, with after / before."""
+    gib = lambda value: "" if value is None else f"{value / 2**30:.2f}"  # noqa: E731
+    commits = (before["settings"].get("pipeline_commit") or before["commit"],
+               after["settings"].get("pipeline_commit") or after["commit"])
+    lines = [f"before: {commits[0][:10]}, after: {commits[1][:10]}", "",
+             "| family | stage | length | peak RSS GiB before | after | after/before | peak CUDA GiB before | after "
+             "| options the earlier commands lacked |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for family, data in after["families"].items():
+        earlier = {(row["stage"], row["length"]): row for row in before["families"].get(family, {}).get("stages", [])}
+        for row in data["stages"]:
+            old = earlier.get((row["stage"], row["length"]))
+            if old is None or any(r.get("skipped") or r.get("estimate_only") for r in (row, old)):
+                continue
+            lines.append(f"| {family} | {row['stage']} | {row['run_length']} | {gib(old['peak_rss_bytes'])} "
+                         f"| {gib(row['peak_rss_bytes'])} | {_ratio(row['peak_rss_bytes'], old['peak_rss_bytes'])} "
+                         f"| {gib(old.get('peak_cuda_bytes'))} "
+                         f"| {gib(row.get('peak_cuda_bytes'))} | {', '.join(old.get('dropped', []))} |")
     return "\n".join(lines)
 
 
