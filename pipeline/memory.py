@@ -2,8 +2,9 @@
 
 The dry run and the preflight print these estimates at a spec's batch, sequence length and precision
 (`search.memory`); ``benchmarks/real_size.py`` prints them beside the measured peaks. An estimate is
-what one step of the stage holds, summed as if all of it were held at once (so an upper estimate),
-in bytes:
+what one step of the stage holds, summed as if all of it were held at once, in bytes (meant as an upper
+estimate, but at XLM-R base and mBERT sizes on the CPU adaptation and truncation measured up to 24%
+above it; see benchmarks/RESULTS.md, Real sizes):
 
 - ``weights``: the float32 weights of every model the stage holds (teacher and student together in a
   distillation; `pipeline.sizes` counts them exactly), and under bf16 autocast the bf16 copy of every
