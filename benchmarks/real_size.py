@@ -17,9 +17,10 @@ CPU has not the hours to run them).
 
 Per stage and length: seconds per step (the stage's own timing over its steps: training steps, pruning
 batches), wall seconds of the command, the command's peak resident memory (and on CUDA the peak memory
-torch allocated; on Linux a command's peak is never below what the process that starts it had reached,
-so each row records that floor, and teachers are built in a process of their own to keep it low), the exact parameter count of the stage's output, and the estimate of
-`pipeline.memory` for the same models and settings beside the measured peak. Written as JSON under
+torch allocated), the exact parameter count of the stage's output, and the estimate of `pipeline.memory`
+for the same models and settings beside the measured peak. On Linux a command's peak resident memory is
+never below the peak of the process that starts it: each row records that floor, and teachers are
+built in a process of their own to keep it low. Written as JSON under
 ``benchmarks/results/`` (``real-size[-tiny]-DATE.json``, never over an earlier file) with the command,
 commit, machine and date (`benchmarks.provenance`), and printed as a Markdown table.
 
@@ -295,7 +296,8 @@ def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, lengt
         metrics = _metrics(folder)
         estimate = estimate_at(seq)
         row.update(command=" ".join(argv[1:]).replace(str(REPO) + "/", ""), wall_s=round(wall, 2),
-                   peak_rss_bytes=usage.ru_maxrss * 1024, floor_rss_bytes=floor, peak_cuda_bytes=metrics.get("peak_cuda_bytes"),
+                   peak_rss_bytes=usage.ru_maxrss * 1024, floor_rss_bytes=floor,
+                   peak_cuda_bytes=metrics.get("peak_cuda_bytes"),
                    params=metrics.get("params") or config_parameters(read(model or folder)),
                    estimate_bytes=estimate.total,
                    estimate={k: getattr(estimate, k) for k in _PARTS})
@@ -356,23 +358,23 @@ def _supported(argv: list[str], checkout: Path) -> tuple[list[str], list[str]]:
     """``argv`` less the options (each with its value) that ``checkout``'s command does not have, and those."""
     if checkout == REPO:
         return argv, []
-    command = argv[3]
-    if command not in _OPTIONS:
+    key = (checkout, argv[3])  # the command
+    if key not in _OPTIONS:
         help_text = subprocess.run([*argv[:4], "--help"], cwd=checkout, capture_output=True, text=True, check=True,
                                    env={**os.environ, "PYTHONPATH": str(checkout)}).stdout
-        _OPTIONS[command] = set(re.findall(r"--[a-z][a-z-]*", help_text))
+        _OPTIONS[key] = set(re.findall(r"--[a-z][a-z-]*", help_text))
     kept, dropped, rest = argv[:4], [], argv[4:]
     while rest:
         option = rest.pop(0)
         value = [rest.pop(0)] if rest and not rest[0].startswith("--") else []
-        if option in _OPTIONS[command] or not option.startswith("--"):
+        if option in _OPTIONS[key] or not option.startswith("--"):
             kept += [option, *value]
         else:
             dropped.append(" ".join([option, *value]))
     return kept, dropped
 
 
-_OPTIONS: dict[str, set[str]] = {}
+_OPTIONS: dict[tuple[Path, str], set[str]] = {}  # (checkout, command) -> the options its --help lists
 
 
 def _commit(checkout: Path) -> str:
@@ -427,7 +429,8 @@ def _table(record: dict) -> str:
             floor = " (at its floor)" if row["peak_rss_bytes"] <= 1.05 * row.get("floor_rss_bytes", 0) else ""
             lines.append(head + f"| {row.get('seconds_per_step', '')} | {row['wall_s']} | {gib(row['peak_rss_bytes'])}"
                          f"{floor} | {gib(row['peak_rss_bytes'] - baseline)} | {gib(row['peak_cuda_bytes'])} "
-                         f"| {gib(row['estimate_bytes'])} | {_ratio(row['estimate_bytes'], measured)} | {row['params']:,} |")
+                         f"| {gib(row['estimate_bytes'])} | {_ratio(row['estimate_bytes'], measured)} "
+                         f"| {row['params']:,} |")
     return "\n".join(lines + ["", f"Baseline: {gib(baseline)} GiB resident in a process that has imported what a "
                                    "stage imports, before it loads a model."])
 
