@@ -283,7 +283,7 @@ def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, lengt
         if dropped:
             row["dropped"] = dropped
         log = out / f"{stage}.log"
-        floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # what the command inherits (Linux)
+        floor = _own_peak()  # what the command's peak starts from (Linux)
         started = time.perf_counter()
         with log.open("w") as output:
             proc = subprocess.Popen(argv, cwd=checkout, stdout=output, stderr=subprocess.STDOUT,
@@ -352,6 +352,17 @@ def _path(teacher: Path, corpus: Path, heldout: Path, pos: str, out: Path, lengt
 
 
 _PARTS = ("weights", "gradients", "optimizer", "activations", "logits")
+
+
+def _own_peak() -> int:
+    """This process's own peak resident memory (``VmHWM``), what a command it starts inherits as its peak on
+    Linux; ``ru_maxrss`` would also hold what this process inherited from its own starter."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _supported(argv: list[str], checkout: Path) -> tuple[list[str], list[str]]:
