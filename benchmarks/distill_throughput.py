@@ -111,7 +111,7 @@ def measure(shape: Shape, variant: str, vocab: int, batch_size: int, steps: int,
         tokens += batch_size * shape.seq_len
     _sync(device)
     seconds = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None  # JSON null
     return {"tokens_per_s": tokens / seconds, "peak_gib": peak, "loss": float(loss.detach())}
 
 
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         baseline = baseline or result["tokens_per_s"]
         ratio = result["tokens_per_s"] / baseline
-        print(f"| {label} | {result['tokens_per_s']:,.0f} | {result['peak_gib']:.1f} | {ratio:.2f}x |", flush=True)
+        peak = "-" if result["peak_gib"] is None else f"{result['peak_gib']:.1f}"
+        print(f"| {label} | {result['tokens_per_s']:,.0f} | {peak} | {ratio:.2f}x |", flush=True)
         rows.append({"variant": label, "vocab": vocab, "batch_size": batch_size, **result, "vs_reference": ratio})
     if not args.small:
         command = ["benchmarks/distill_throughput.py", *(sys.argv[1:] if argv is None else argv)]
