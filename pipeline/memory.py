@@ -185,7 +185,8 @@ def rebuild(source: Mapping[str, Any], target: Mapping[str, Any], stage: str = "
 def evaluate(config: Mapping[str, Any], training: Any, method: str, device: str, batch: int | None = None,
              num_labels: int = 32) -> Estimate:
     """Training a task on the encoder of ``config`` (float32): ``method`` ``adapter`` trains bottleneck
-    adapters (and the head) through a frozen encoder, ``finetune`` every weight."""
+    adapters (and the head) through a frozen encoder, ``finetune`` every weight. Every row is taken at
+    the full ``max_length``; a batch is padded to its longest text, so short texts need less."""
     batch = training.batch_size if batch is None else batch
     seq = _length(config, training.max_length)
     h, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
