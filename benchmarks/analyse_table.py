@@ -178,8 +178,8 @@ def _own_keys(row: dict) -> set[str]:
     return {key for path in row.get("rung_paths", {}).values() for key in path} or set(row.get("path", []))
 
 
-def _cost(rows: list[dict], builds: dict) -> float:
-    """Builds of ``rows``, each counted once, and their full evaluations."""
+def cost_of(rows: list[dict], builds: dict) -> float:
+    """Builds of ``rows`` at every rung, each counted once, and their full evaluations."""
     keys = set().union(*(_own_keys(r) for r in rows)) if rows else set()
     return sum(builds.get(k) or 0.0 for k in keys) + sum(r["eval_cost_s"] for r in rows)
 
@@ -190,33 +190,48 @@ def searched_at_cost(table: dict, budget: float, seed: int) -> list[dict]:
     random.Random(seed).shuffle(order)
     chosen: list[dict] = []
     for row in order:
-        if _cost(chosen + [row], table["builds"]) > budget:
+        if cost_of(chosen + [row], table["builds"]) > budget:
             break
         chosen.append(row)
     return chosen
 
 
-def front_against_paper(table: dict, boot: Bootstrap, seeds: int = 10) -> dict:
-    paper = [s for s in table["students"] if s.get("paper") and "dev" in s]
-    budget = _cost(paper, table["builds"])
+def paper_models(table: dict) -> list[dict]:
+    """The paper path's models that were evaluated in full, largest first."""
+    return sorted((s for s in table["students"] if s.get("paper") and "dev" in s), key=lambda r: -r["params"])
+
+
+def against_paper(table: dict, boot: Bootstrap, searched: list[dict]) -> list[dict]:
+    """For each paper model, the best student of ``searched`` no larger than it (chosen on dev) against
+    the paper model on test, with paired intervals."""
     tasks = tasks_of(table)
-    searched = searched_at_cost(table, budget, 0)
     rows = []
-    for model in sorted(paper, key=lambda r: -r["params"]):
+    for model in paper_models(table):
         pool = [s for s in searched if s["params"] <= model["params"]]
         if not pool:
             rows.append({"paper": model.get("paper_name") or model["name"], "params": model["params"], "searched": None})
             continue
         best = max(pool, key=quality)
-        same = sum(1 for s in range(seeds)
-                   if max((x for x in searched_at_cost(table, budget, s) if x["params"] <= model["params"]),
-                          key=quality, default={"name": None})["name"] == best["name"])
         rows.append({"paper": model.get("paper_name") or model["name"], "paper_model": model["name"],
                      "params": model["params"], "searched": best["name"], "searched_params": best["params"],
                      "dev": {"searched": round(quality(best), 4), "paper": round(quality(model), 4)},
-                     "same_choice_of_seeds": f"{same}/{seeds}", "test": boot.compare(best, model, tasks)})
+                     "test": boot.compare(best, model, tasks)})
+    return rows
+
+
+def front_against_paper(table: dict, boot: Bootstrap, seeds: int = 10) -> dict:
+    budget = cost_of(paper_models(table), table["builds"])
+    searched = searched_at_cost(table, budget, 0)
+    rows = against_paper(table, boot, searched)
+    for row in rows:
+        if row.get("searched"):
+            limit = row["params"]
+            same = sum(1 for s in range(seeds)
+                       if max((x for x in searched_at_cost(table, budget, s) if x["params"] <= limit),
+                              key=quality, default={"name": None})["name"] == row["searched"])
+            row["same_choice_of_seeds"] = f"{same}/{seeds}"
     return {"paper_cost_s": round(budget, 1), "searched": [s["name"] for s in searched],
-            "searched_cost_s": round(_cost(searched, table["builds"]), 1), "rows": rows}
+            "searched_cost_s": round(cost_of(searched, table["builds"]), 1), "rows": rows}
 
 
 # ---------------------------------------------------------------------------- scratch, teacher, the paper's shape
@@ -241,7 +256,7 @@ def paper_shape(table: dict, boot: Bootstrap) -> dict:
     robust task is the one with the smallest mean drop over the paper models, and how often each task
     is that one over the resamples."""
     teacher, tasks = table["teacher"], tasks_of(table)
-    paper = sorted((s for s in table["students"] if s.get("paper") and "dev" in s), key=lambda r: -r["params"])
+    paper = paper_models(table)
     base = {t: boot.scores(teacher, t) for t in tasks}
     rows, means = [], {t: [] for t in tasks}
     for model in paper:
