@@ -20,7 +20,8 @@ Strategies:
 - ``halving0-<signal>``: the same with a rung at 0 (after the training-free stages, before the last
   distillation);
 - ``screen-<signal>``: every candidate built to rung 0 and ranked by the signal and its parameter count
-  (`search.pareto.rank`), then trained and evaluated in full in that order, best first;
+  (`search.screening.ranked`, as ``search.screen`` does), then trained and evaluated in full in that
+  order, best first;
 - ``screen-halving-<signal>``: the same screening; the best third then go through halving from the
   first trained rung, best first.
 
@@ -52,7 +53,7 @@ from analyse_table import (Bootstrap, against_paper, cost_of, dev_front, paper_m
 from provenance import provenance, write_json  # noqa: E402
 
 from pipeline.errors import UsageError  # noqa: E402
-from search.pareto import hypervolume, rank  # noqa: E402
+from search.pareto import hypervolume  # noqa: E402
 
 TARGET = 0.95  # of the exhaustive front's dev hypervolume
 REDUCTION_FACTOR = 3  # the search's default (search.fidelity.reduction_factor)
@@ -219,13 +220,16 @@ def _scheduler(table: dict, strategy: Strategy):
 
 
 def _screened(table: dict, rows: list[dict], signal: str, clock: Clock) -> list[dict]:
-    """Every row built to rung 0 and scored with ``signal`` there, best first by (signal, params)."""
-    sign = 1.0 if table["signals"][signal] == "min" else -1.0
+    """Every row built to rung 0 and scored with ``signal`` there, in the order the search's screening
+    gives them (`search.screening.ranked`)."""
+    from search.screening import ranked
+
     for row in rows:
         clock.build(row, 0)
         clock.pay(row["signal_cost_s"][signal]["0"])
-    order = rank([(sign * row["signals"][signal]["0"], row["params"]) for row in rows])
-    return [rows[i] for i in order]
+    records = [{"label": row["name"], "value": row["signals"][signal]["0"], "params": row["params"], "row": i}
+               for i, row in enumerate(rows)]
+    return [rows[r["row"]] for r in ranked(records, table["signals"][signal])]
 
 
 def _study(spec, sampler: str, seed: int):

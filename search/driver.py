@@ -372,7 +372,8 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
     status = "FAILED"
     try:
         candidates = {}
-        for outcome in run_tuner(spec, context, name, book):
+        first = screen_space(spec, context, storage / name, tracker) if spec.search.screen else None
+        for outcome in run_tuner(spec, context, name, book, first=first):
             _reconcile(book, outcome)
             if outcome.trial_id:
                 candidates[outcome.trial_id] = outcome.candidate
@@ -386,6 +387,54 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
         tracker.finish(status)
     return SearchResult(name, list(book.records.values()), members, reference, time.time() - started,
                         tracker.experiment_id)
+
+
+def screen_space(spec: Spec, context: Any, folder: Path, tracker: Any) -> list[dict[str, Any]]:
+    """``search.screen``: every candidate within ``max_params`` built to rung 0 and scored with the
+    signal (Ray tasks; the ones ``folder``'s screening record holds are not screened again), ranked
+    best first (`search.screening.ranked`), logged to the search's run; returns the sampled values of
+    the ranked candidates, for the first trials."""
+    from search.screening import SCREEN_FILE, format_screening, ranked, read_screening, write_screening
+    from pipeline.signals import SIGNALS
+    from search.space import size_table
+    from search.tuner import screen
+
+    cfg = spec.search.screen
+    better = SIGNALS[cfg.signal]
+    path = folder / SCREEN_FILE
+    done = read_screening(path, cfg.signal)
+    todo = [row for row in size_table(spec, context.teacher_config) if not row.violations and label(row.candidate) not in done]
+    logger.info("screening %d candidates by %s (%d screened before)", len(todo), cfg.signal, len(done))
+    params = {label(row.candidate): row.params for row in todo}
+    total = len(done) + len(todo)
+    for candidate, result, error in screen(spec, context, [row.candidate for row in todo]):
+        name = label(candidate)
+        record = {"label": name, "params": params[name], "values": _sampled(spec, candidate)}
+        if error is not None:
+            logger.warning("screening %s failed; it comes last: %s", name, _last_line(error))
+            record.update(value=None, error=_last_line(error))
+        else:
+            record.update(value=result["value"], parts=result["parts"], params=result["params"],
+                          build_cpu_s=result["build_cpu_s"], signal_cpu_s=result["signal_cpu_s"])
+            logger.info("screened %s: %s %.4f (%d of %d)", name, cfg.signal, result["value"], len(done) + 1, total)
+        done[name] = record
+        write_screening(path, cfg.signal, better, ranked(done.values(), better))
+    order = ranked(done.values(), better)
+    write_screening(path, cfg.signal, better, order)
+    logger.info("%s", format_screening(order, cfg.signal))
+    tracker.log_screening(str(path))
+    return [record["values"] for record in order]
+
+
+def _sampled(spec: Spec, candidate: Candidate) -> dict[str, Any]:
+    """The sampler's values of ``candidate``: the full vocabulary as the spec spells it (``full``, or a
+    size at least the teacher's, which `search.space.candidates` turned into the full one)."""
+    from search.space import to_params
+
+    values = to_params(candidate)
+    if values["vocab"] == "full" and "full" not in spec.space.vocab:
+        values["vocab"] = max(v for v in spec.space.vocab if v != "full")
+    return values
 
 
 # ---------------------------------------------------------------------------- finding a search to resume

@@ -12,7 +12,8 @@ other objectives (the sampler's ``constraints_func`` ranks it last too). ``min_q
 
 Testing hook: ``TrialContext.trial_fn = "module:function"`` (the driver fills it from the environment
 variable ``LRL_TRIAL_FN``) replaces `pipeline.trial.run_trial` with a function of the same
-signature, so the search machinery (failures, resume, cluster) can be tested with a cheap fake trial.
+signature, so the search machinery (failures, resume, cluster) can be tested with a cheap fake trial;
+that module's ``screen_student`` then stands in for `pipeline.trial.screen_student` too (screening).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pipeline.config import Candidate
 from pipeline.plan import TrialPlan
 from search.space import label, student_parameters
 
-__all__ = ["PENALTY", "TRIAL_FN_ENV", "TrialContext", "evaluate_candidate"]
+__all__ = ["PENALTY", "TRIAL_FN_ENV", "TrialContext", "evaluate_candidate", "screen_candidate"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,19 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
         or (context.max_latency_ms is not None and metrics.get("latency_ms", math.inf) > context.max_latency_ms)
     )
     return {"metrics": metrics, "feasible": feasible, "result": result}
+
+
+def screen_candidate(context: TrialContext, candidate: Candidate, signal: str, evaluation: Any, cfg: Any,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``candidate``'s student at rung 0 and its cheap ``signal`` (`pipeline.trial.screen_student`), its
+    last distillation keyed like the search's rungs."""
+    plan = dataclasses.replace(context.plan, candidate=candidate, rungs=context.rungs)
+    if context.trial_fn:
+        module = importlib.import_module(context.trial_fn.partition(":")[0])
+        return module.screen_student(plan, signal, evaluation, cfg, progress)
+    from pipeline.trial import screen_student
+
+    return screen_student(plan, signal, evaluation, cfg, progress)
 
 
 def _trial_fn(context: TrialContext) -> Callable[..., dict]:

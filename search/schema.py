@@ -45,6 +45,7 @@ from pipeline.config import (
     LatencyConfig,
     PruneConfig,
     ScratchConfig,
+    SignalConfig,
     TaskSource,
     TrimVocabConfig,
     TruncateConfig,
@@ -58,6 +59,7 @@ __all__ = [
     "Data",
     "Fidelity",
     "RungEvaluation",
+    "Screen",
     "ExportSettings",
     "MlflowSettings",
     "Objective",
@@ -373,6 +375,25 @@ class Fidelity(_Section):
     rung_evaluation: RungEvaluation | None = None
 
 
+class Screen(_Section):
+    """Screening: rank every candidate of the space by a cheap signal before any is trained in full.
+
+    Before the first trial, every candidate within ``constraints.max_params`` is built to rung 0 of its
+    last distillation (its training-free stages done, nothing distilled into its final shape; the
+    earlier stages, such as the depth distillation, are built and shared as always) and scored with
+    ``signal``. The trials then run best first by non-dominated rank of the signal and the parameter
+    count (`search.pareto.rank`), so ``num_samples`` or the time budget stop the search after the most
+    promising candidates. ``signal`` (`pipeline.signals`): ``capped``, the evaluation with the caps of
+    ``evaluation``, mean dev score (the default: the best ranker in the Maltese table's replay,
+    benchmarks/RESULTS.md); ``probe``, linear probes on frozen features; ``mlm``, the masked-LM loss on
+    held-out text. ``settings``: how held-out losses and probes are taken.
+    """
+
+    signal: Literal["capped", "probe", "mlm"] = "capped"
+    evaluation: RungEvaluation = RungEvaluation(seeds=1, epochs=2, max_train_examples=300)
+    settings: SignalConfig = SignalConfig(heldout_lines=1000, probe_max_train=300)
+
+
 class SearchSettings(_Section):
     """The sampler and how many trials run, where, and with which budget.
 
@@ -384,6 +405,8 @@ class SearchSettings(_Section):
     ``<repo>/.cache/synthetic``); ``<repo>`` is `default_home`. On a multi-node cluster all three must
     be on storage every node sees (`search.folders` checks this before any trial).
     ``fidelity``: multi-fidelity over distillation steps (None: every trial trains in full).
+    ``screen``: rank every candidate by a cheap signal first and run the trials best first (None: the
+    sampler proposes from the start).
     ``time_budget_s``: wall seconds for the whole search; no trial starts that would not fit, running
     ones finish (None: no limit).
     """
@@ -398,6 +421,7 @@ class SearchSettings(_Section):
     cache_dir: str | None = Field(default=None, validate_default=True)
     synthetic_dir: str | None = Field(default=None, validate_default=True)
     fidelity: Fidelity | None = None
+    screen: Screen | None = None
     time_budget_s: float | None = None
 
     @field_validator("storage_path", "cache_dir", "synthetic_dir")

@@ -203,7 +203,8 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
 
     Counts every candidate within constraints: the distillation builds with reuse and without, and for
     ``search.num_samples`` trials the expected steps of their last distillations, in full and with
-    ``search.fidelity`` (successive halving: about ``n / factor**k`` trials reach rung ``k``).
+    ``search.fidelity`` (successive halving: about ``n / factor**k`` trials reach rung ``k``), and what
+    ``search.screen`` trains before the first trial.
     """
     kept = [row.candidate for row in rows if not row.violations]
     steps_of = {"distill": spec.distill.steps, "truncate": spec.truncate.distill.steps}
@@ -211,12 +212,15 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
         return "cost: the distillation stages run for epochs, not steps: give distill.steps to see the cost"
     template = plan_template(spec)
     unique: dict[str, int] = {}
+    before_last: dict[str, int] = {}  # the distillations before each candidate's last one (screening builds them)
     total = last_total = 0
     for candidate in kept:
         steps = [s for s in plan_steps(dataclasses.replace(template, candidate=candidate), "teacher", teacher_config)
                  if s.stage in steps_of]
         for step in steps:
             unique[step.key] = steps_of[step.stage]
+        for step in steps[:-1]:
+            before_last[step.key] = steps_of[step.stage]
         total += sum(steps_of[s.stage] for s in steps)
         last_total += steps_of[steps[-1].stage] if steps else 0
     cfg = spec.distill
@@ -233,6 +237,11 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
         expected = sum(n / fidelity.reduction_factor**k * (r - (rungs[k - 1] if k else 0)) for k, r in enumerate(rungs))
         lines.append(f"  with search.fidelity (rungs {', '.join(map(str, rungs))}; factor {fidelity.reduction_factor}): "
                      f"about {expected:,.0f} steps ({expected / (n * fidelity.max_steps):.0%} of {n} x {fidelity.max_steps:,})")
+    screen = spec.search.screen
+    if screen is not None:
+        lines.append(f"  search.screen: {len(kept)} candidates built to rung 0 and scored by {screen.signal} first; "
+                     f"that trains only the distillations before their last one: {len(before_last)} builds, "
+                     f"{sum(before_last.values()):,} steps; then the {n} trials run best first")
     if throughput:
         hours = sum(unique.values()) * tokens / throughput / 3600
         lines.append(f"  at {throughput:,.0f} tokens/s: at most {hours:.1f} h for every candidate's builds, one at a time")

@@ -286,6 +286,10 @@ class Tracker:
         """``(spent_s, gpu_seconds)`` an earlier run of this search recorded (zeros when none)."""
         metrics = self.client.get_run(self._parent()).data.metrics
         return float(metrics.get("spent_s", 0.0)), float(metrics.get("gpu_seconds", 0.0))
+    def log_screening(self, path: str) -> None:
+        """The screening's record (`search.screening`) as an artifact of the search's run."""
+        self.client.log_artifact(self._parent(), path)
+
     def describe(self, markdown: str) -> None:
         """Set the parent run's description (shown on its page in the UI), e.g. the Pareto table."""
         self.client.set_tag(self._parent(), "mlflow.note.content", markdown)

@@ -42,13 +42,13 @@ from ray.tune.search.optuna import OptunaSearch
 from pipeline.config import Candidate
 from pipeline.errors import UsageError
 from search.folders import remove_markers, steady_working_dir, unshared_message, write_markers
-from search.objective import TrialContext, evaluate_candidate
+from search.objective import TrialContext, evaluate_candidate, screen_candidate
 from search.pareto import promoted
 from search.sampler import distributions, make_sampler, study_storage
 from search.schema import Spec
 from search.space import label, to_candidate
 
-__all__ = ["MultiObjectiveHalving", "Outcome", "check_nodes", "rescore", "run_tuner", "start_ray", "trainable"]
+__all__ = ["MultiObjectiveHalving", "Outcome", "check_nodes", "rescore", "run_tuner", "screen", "start_ray", "trainable"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,8 @@ class _Budgeted(ConcurrencyLimiter):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterator[Outcome]:
+def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any,
+              first: list[dict[str, Any]] | None = None) -> Iterator[Outcome]:
     """Start or join Ray, run (or restore and continue) the Tune experiment ``name``, yield every trial.
 
     Args:
@@ -239,6 +240,8 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
         context: what every trial needs.
         name: the experiment's folder under ``search.storage_path``; restored when it exists.
         book: the driver's `search.driver.TrialBook`, told of each trial as it ends.
+        first: sampled values (`search.space.to_params`) the first trials take, in order, before the
+            sampler proposes (the screening's order); a restored experiment keeps its own.
     """
     start_ray(spec.ray.address)
     _preload()
@@ -266,7 +269,7 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any) -> Iterat
         searcher = OptunaSearch(
             space=distributions(spec), metric=list(metrics), mode=list(modes),
             sampler=make_sampler(spec, context.teacher_config), storage=study_storage(spec.study_storage),
-            study_name=name,
+            study_name=name, points_to_evaluate=list(first) if first else None,
         )
         fidelity = spec.search.fidelity
         scheduler = (MultiObjectiveHalving(context.objectives, context.rungs, fidelity.reduction_factor)
@@ -305,20 +308,46 @@ def rescore(spec: Spec, context: TrialContext, trials: list[tuple[str, Candidate
         ``(trial id, report, None)`` as each ends (``report`` like a trial's last ``tune.report``), or
         ``(trial id, None, error text)`` for one that failed.
     """
-    task = ray.remote(_score_in_full).options(num_cpus=spec.search.resources.cpu, num_gpus=spec.search.resources.gpu,
-                                               max_retries=spec.search.max_failures)
-    waiting, running = list(trials), {}
+    yield from _tasks(spec, _score_in_full, [(trial_id, (context, candidate, rung)) for trial_id, candidate, rung in trials])
+
+
+def _screen_one(context: TrialContext, candidate: Candidate, signal: str, evaluation, cfg) -> dict[str, Any]:
+    """A Ray task: ``candidate``'s student at rung 0 and its cheap signal (`search.objective.screen_candidate`)."""
+    return screen_candidate(context, candidate, signal, evaluation, cfg, _worker(f"{label(candidate)} screening"))
+
+
+def screen(spec: Spec, context: TrialContext, candidates: list[Candidate]) -> Iterator[tuple[Candidate, dict[str, Any] | None, str | None]]:
+    """Build every candidate to rung 0 and score it with ``search.screen.signal``, as Ray tasks with a
+    trial's resources, ``search.max_concurrent`` at a time.
+
+    Yields:
+        ``(candidate, result, None)`` as each ends (`pipeline.trial.screen_student`'s dict), or
+        ``(candidate, None, error text)`` for one that failed.
+    """
+    cfg = spec.search.screen
+    evaluation = cfg.evaluation.apply(spec.evaluation)
+    jobs = [(candidate, (context, candidate, cfg.signal, evaluation, cfg.settings)) for candidate in candidates]
+    yield from _tasks(spec, _screen_one, jobs)
+
+
+def _tasks(spec: Spec, fn: Callable[..., Any], jobs: list[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any, str | None]]:
+    """``fn(*args)`` of each ``(id, args)`` of ``jobs`` as a Ray task with a trial's resources (and
+    retries), ``search.max_concurrent`` at a time; yields ``(id, result, None)`` or ``(id, None, error
+    text)`` as each ends."""
+    task = ray.remote(fn).options(num_cpus=spec.search.resources.cpu, num_gpus=spec.search.resources.gpu,
+                                  max_retries=spec.search.max_failures)
+    waiting, running = list(jobs), {}
     while waiting or running:
         while waiting and len(running) < spec.search.max_concurrent:
-            trial_id, candidate, rung = waiting.pop(0)
-            running[task.remote(context, candidate, rung)] = trial_id
+            job, args = waiting.pop(0)
+            running[task.remote(*args)] = job
         (done,), _ = ray.wait(list(running), num_returns=1)
-        trial_id = running.pop(done)
+        job = running.pop(done)
         try:
-            report, error = ray.get(done), None
+            result, error = ray.get(done), None
         except ray.exceptions.RayError as failure:
-            report, error = None, str(failure)
-        yield trial_id, report, error
+            result, error = None, str(failure)
+        yield job, result, error
 
 
 def start_ray(address: str) -> None:

@@ -248,3 +248,28 @@ def test_a_build_keeps_its_cost_for_later_trials(plan_for):
     assert [b["built"] for b in again["builds"]] == [False] * 4
     assert [b["build_cpu_s"] for b in again["builds"]] == [b["build_cpu_s"] for b in first["builds"]]
     assert all(b["cpu_s"] < b["build_cpu_s"] for b in again["builds"])
+
+
+def test_screening_scores_the_rung_zero_student(plan_for):
+    """Screening builds the student at rung 0 of the last distillation (nothing distilled into its final
+    shape) and takes the signal there: the held-out MLM loss of exactly that model."""
+    import dataclasses
+
+    from pipeline import modeling
+    from pipeline.config import SignalConfig
+    from pipeline.corpus import read_corpus
+    from pipeline.signals import heldout_mlm_loss
+    from pipeline.trial import build_student, screen_student
+
+    plan = dataclasses.replace(plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16)),
+                               rungs=(2, 6))
+    cfg = SignalConfig(heldout_lines=20, batch_size=8, max_length=32)
+    screened = screen_student(plan, "mlm", None, cfg)
+    zero = build_student(dataclasses.replace(plan, rung=0, rungs=(0, 6)))
+    assert zero["model_dir"] == screened["model_dir"] and len(zero["cached"]) == 3  # what screening built
+    assert zero["stages"]["truncate"]["stop_at"] == 0 and screened["params"] == zero["params"]
+    model, tokenizer = modeling.load(zero["model_dir"])
+    assert screened["value"] == pytest.approx(heldout_mlm_loss(model, tokenizer, read_corpus(plan.heldout), cfg))
+    assert screened["better"] == "min" and screened["build_cpu_s"] > 0
+    with pytest.raises(UsageError, match="not 'distill'"):
+        screen_student(plan, "distill", None, cfg)

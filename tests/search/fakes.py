@@ -20,7 +20,7 @@ TEACHER_CONFIG = {
 }
 
 
-def fake_trial(plan, progress=None) -> dict:
+def fake_trial(plan, progress=None, *, record: bool = True) -> dict:
     """A deterministic stand-in for `pipeline.trial.run_trial`: sizes from the formula, a quality
     that grows with every dimension and rung (halved by a cheaper rung evaluation), a tiny model dir.
     ``LRL_FAKE_SLEEP`` seconds of "work"; ``LRL_FAKE_CALLS`` gets one line a call."""
@@ -39,7 +39,7 @@ def fake_trial(plan, progress=None) -> dict:
     cheap = plan.rung_evaluation is not None and plan.scoring is plan.rung_evaluation
     if cheap:  # the cheaper rung evaluation scores half of what the full one does
         quality = round(quality / 2, 6)
-    if os.environ.get("LRL_FAKE_CALLS"):  # one line a call, to count repeats
+    if record and os.environ.get("LRL_FAKE_CALLS"):  # one line a call, to count repeats
         with open(os.environ["LRL_FAKE_CALLS"], "a") as calls:
             calls.write(f"{label(c)} {plan.rung}{' cheap' if cheap else ''}\n")
     out = Path(plan.cache_dir) / "fake" / label(c)
@@ -55,6 +55,22 @@ def fake_trial(plan, progress=None) -> dict:
             "timings": {"distill": 0.1, "evaluate": 0.1}, "stage_keys": {},
             "scores": {"pos": quality, "topic": quality / 2}, "tasks": {}, "quality": quality * 0.75,
             "latency_ms": 0.5 * c.num_hidden_layers + 0.01 * c.hidden_size, "config": sizes}
+
+
+def screen_student(plan, signal, evaluation, cfg, progress=None) -> dict:
+    """A stand-in for `pipeline.trial.screen_student` (the hook's module stands in for screening too):
+    the signal is `fake_trial`'s quality in full for ``capped`` and ``probe`` (larger is better) and
+    minus it for ``mlm`` (smaller is better). ``LRL_FAKE_CALLS`` gets ``<label> screen`` a call."""
+    import dataclasses
+
+    result = fake_trial(dataclasses.replace(plan, rung=None, rungs=()), record=False)
+    if os.environ.get("LRL_FAKE_CALLS"):
+        with open(os.environ["LRL_FAKE_CALLS"], "a") as calls:
+            calls.write(f"{label(plan.candidate)} screen\n")
+    better = "min" if signal == "mlm" else "max"
+    return {"value": -result["quality"] if better == "min" else result["quality"], "better": better,
+            "params": result["params"], "parts": {}, "build_cpu_s": 0.0, "signal_cpu_s": 0.0,
+            "model_dir": result["model_dir"], "builds": []}
 
 
 def timed_trial(plan, progress=None) -> dict:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from collections import Counter
 
 import pytest
 
 from tests.search.fakes import write_spec
 from tests.search.test_driver import child_runs, run_cli
-from tests.search.test_resume import start_cli, wait_for
+from tests.search.test_resume import kill_when, start_cli
 
 FIDELITY = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3}"
 
@@ -65,20 +64,7 @@ def test_time_budget_stops_sampling_and_is_recorded(tmp_path):
 def test_multi_fidelity_search_resumes_after_a_kill(tmp_path):
     write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=6)
     env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_SLEEP": "1", "LRL_FAKE_CALLS": str(tmp_path / "c")}
-    log = tmp_path / "first.log"
-    with open(log, "w") as out:
-        proc = start_cli(str(tmp_path / "spec.yaml"), env=env, log=out)
-        try:
-            wait_for(log, r"trial 2/6 \w+ .*: quality=", proc, timeout=300)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            time.sleep(2)
-            import os
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    kill_when(tmp_path / "spec.yaml", r"trial 2/6 \w+ .*: quality=", env, tmp_path / "first.log", timeout=300)
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     _, _, before = child_runs(uri, "fake")
     kept = {r.data.tags["lrl.trial_id"]: r.data.tags.get("lrl.rungs") for r in before if r.info.status == "FINISHED"}

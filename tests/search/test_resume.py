@@ -36,25 +36,30 @@ def wait_for(path, pattern: str, proc: subprocess.Popen, timeout: float = 180) -
     raise AssertionError(f"no {pattern!r} within {timeout} s:\n{path.read_text()[-3000:]}")
 
 
+def kill_when(spec, pattern: str, env: dict[str, str], log, timeout: float = 180) -> None:
+    """Start a search of ``spec``, SIGKILL its driver once ``log`` shows ``pattern``, then whatever Ray
+    left of the killed driver's private cluster."""
+    with open(log, "w") as out:
+        proc = start_cli(str(spec), env=env, log=out)
+        try:
+            wait_for(log, pattern, proc, timeout=timeout)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            time.sleep(2)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_logs_every_trial_once(tmp_path):
     # max_params makes some candidates infeasible: they are sized, not trained, and still count.
     write_spec(tmp_path, search="seed: 5", num_samples=NUM_SAMPLES, extra="constraints: {max_params: 30000}")
     env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_SLEEP": "2"}
-    log = tmp_path / "first.log"
-    with open(log, "w") as out:
-        proc = start_cli(str(tmp_path / "spec.yaml"), env=env, log=out)
-        try:
-            # Kill as soon as the first trial is in MLflow: others are running or queued.
-            wait_for(log, rf"trial 1/{NUM_SAMPLES} \w+ .*: quality=", proc)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            time.sleep(2)
-            try:  # whatever Ray left of the killed driver's private cluster
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    # Kill as soon as the first trial is in MLflow: others are running or queued.
+    kill_when(tmp_path / "spec.yaml", rf"trial 1/{NUM_SAMPLES} \w+ .*: quality=", env, tmp_path / "first.log")
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     _, parents, children = child_runs(uri, "fake")
     assert len(parents) == 1 and parents[0].info.status == "RUNNING"

@@ -167,3 +167,15 @@ def test_cost_of_a_search_with_and_without_fidelity():
     assert lines[3].startswith("  with search.fidelity (rungs 100, 400, 1600, 2000; factor 4): about 512 steps")
     assert lines[4] == "  at 1,024 tokens/s: at most 1.4 h for every candidate's builds, one at a time"
     assert format_cost(make_spec(), XLMR_BASE, size_table(make_spec(), XLMR_BASE)).startswith("cost: the distillation")
+
+
+def test_cost_of_screening_counts_the_distillations_before_the_last():
+    from search.space import format_cost
+
+    spec = make_spec(space={"layers": [4, 6], "ffn": [2048], "hidden": [312, 456], "vocab": ["full"]},
+                     distill={"steps": 1000, "batch_size": 8, "max_length": 128},
+                     truncate={"distill": {"steps": 2000}}, search={"num_samples": 2, "screen": {"signal": "probe"}})
+    lines = format_cost(spec, XLMR_BASE, size_table(spec, XLMR_BASE)).splitlines()
+    # four candidates; before their truncations, the two depth distillations (1,000 steps each)
+    assert lines[3] == ("  search.screen: 4 candidates built to rung 0 and scored by probe first; that trains only the "
+                        "distillations before their last one: 2 builds, 2,000 steps; then the 2 trials run best first")
