@@ -599,10 +599,12 @@ class Run:
         report.raise_problems()
         config = teacher_config(spec)
         context = trial_context(spec, _teacher(spec), config)
-        rungs = tuple(sorted({0, *context.rungs}))
-        if rungs != self.setup.rungs:
-            raise UsageError(f"the spec's rungs {rungs} are not the table's {self.setup.rungs}")
-        context = dataclasses.replace(context, rungs=rungs)
+        # the table scores its own rungs (0 and those of its protocol); the spec's fidelity gives the
+        # schedule they share, which the builds' keys hold
+        if max(context.rungs) != max(self.setup.rungs):
+            raise UsageError(f"the spec's last distillation trains {max(context.rungs)} steps, not the table's "
+                             f"{max(self.setup.rungs)}")
+        context = dataclasses.replace(context, rungs=self.setup.rungs)
         # what the stage keys of the table's first run hold: the same builds keep their keys elsewhere
         self.table.setdefault("key_inputs", key_inputs(context.plan))
         for name in ("teacher", "random"):

@@ -110,13 +110,17 @@ class Step:
 
 
 def rung_steps(min_steps: int, max_steps: int, reduction_factor: int) -> tuple[int, ...]:
-    """The rungs of successive halving: ``min_steps`` times powers of ``reduction_factor``, then ``max_steps``.
+    """The rungs of successive halving: ``min_steps`` times powers of ``reduction_factor`` while a rung
+    is at most ``max_steps / reduction_factor``, then ``max_steps``. No rung falls within one reduction
+    factor of the top: a rung at 900 of 1,000 would buy a whole promotion round for 10% more training.
 
     >>> rung_steps(100, 1000, 3)
-    (100, 300, 900, 1000)
+    (100, 300, 1000)
+    >>> rung_steps(25, 200, 3)
+    (25, 200)
     """
     rungs, step = [], min_steps
-    while step < max_steps:
+    while step * reduction_factor <= max_steps:
         rungs.append(step)
         step *= reduction_factor
     return (*rungs, max_steps)

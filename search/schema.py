@@ -362,7 +362,10 @@ class RungEvaluation(_Section):
 class Fidelity(_Section):
     """Multi-objective successive halving over distillation steps (see `search.tuner`).
 
-    Every trial first trains its last distillation for ``min_steps`` of a ``max_steps`` schedule; at
+    Every trial first trains its last distillation for ``min_steps`` of a ``max_steps`` schedule (so
+    ``truncate.distill.steps``, and ``distill.steps`` where a candidate's last distillation is the depth
+    one, are ``max_steps``: left out, ``truncate.distill.steps`` follows it; a different value is an
+    error); at
     each rung (``min_steps`` times powers of ``reduction_factor``, then ``max_steps``) only the best
     ``1 / reduction_factor`` of the trials that reached it, by non-dominated rank and crowding
     distance, continue from where they stopped. ``rung_evaluation`` makes the scoring below the top
@@ -535,8 +538,14 @@ class Spec(_Section):
 
     @model_validator(mode="after")
     def _final_names(self) -> Spec:
-        """The defaults that depend on other fields: the license from the teacher, the export folder."""
+        """The defaults that depend on other fields: the license from the teacher, the export folder, and
+        under ``search.fidelity`` the steps of the truncation's distillation (``fidelity.max_steps``: the
+        rungs share out that one schedule) when the spec leaves them out."""
         updates: dict[str, Any] = {}
+        fidelity = self.search.fidelity
+        if fidelity is not None and self.truncate.distill.steps is None:
+            updates["truncate"] = dataclasses.replace(
+                self.truncate, distill=dataclasses.replace(self.truncate.distill, steps=fidelity.max_steps))
         if self.license is None:
             updates["license"] = TEACHER_LICENSES.get(self.teacher.model, "other")
         if self.export is not None and self.export.out is None and self.mlflow.registered_model:

@@ -108,17 +108,32 @@ def _search_problems(spec: Spec) -> list[tuple[str, str]]:
         if fidelity.min_steps > fidelity.max_steps:
             problems.append(("search.fidelity.min_steps",
                              f"{fidelity.min_steps} is above max_steps={fidelity.max_steps}"))
+        elif fidelity.reduction_factor >= 2 and fidelity.min_steps * fidelity.reduction_factor > fidelity.max_steps:
+            problems.append(("search.fidelity.min_steps",
+                             f"{fidelity.min_steps} x reduction_factor {fidelity.reduction_factor} is above "
+                             f"max_steps={fidelity.max_steps}: no rung below the top, nothing to halve; lower min_steps"))
         if fidelity.reduction_factor < 2:
             problems.append(("search.fidelity.reduction_factor", f"must be at least 2, got {fidelity.reduction_factor}"))
+        steps = spec.truncate.distill.steps
+        if steps != fidelity.max_steps:
+            problems.append(("search.fidelity.max_steps", f"{fidelity.max_steps} is not truncate.distill.steps={steps}: "
+                             "the rungs share out the last distillation's one schedule; set them alike (left out, "
+                             "truncate.distill.steps follows max_steps)"))
     return problems
 
 
 def _fidelity_needs_distillation(spec: Spec, teacher: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Multi-fidelity works on distillation steps: some candidate must distil."""
-    if spec.search.fidelity is None:
+    """Multi-fidelity works on distillation steps: some candidate must distil, and where a candidate's
+    last distillation is the depth one (its hidden size the teacher's), that one's steps are the schedule."""
+    fidelity = spec.search.fidelity
+    if fidelity is None:
         return []
-    if any(layers < teacher["num_hidden_layers"] for layers in spec.space.layers) or any(
-            hidden < teacher["hidden_size"] for hidden in spec.space.hidden):
+    shallower = any(layers < teacher["num_hidden_layers"] for layers in spec.space.layers)
+    if shallower and teacher["hidden_size"] in spec.space.hidden and spec.distill.steps != fidelity.max_steps:
+        return [("search.fidelity.max_steps", f"{fidelity.max_steps} is not distill.steps={spec.distill.steps}: "
+                 f"candidates of hidden size {teacher['hidden_size']} (the teacher's) end with the depth distillation, "
+                 "whose one schedule the rungs share out; set them alike")]
+    if shallower or any(hidden < teacher["hidden_size"] for hidden in spec.space.hidden):
         return []
     return [("search.fidelity", "no candidate of the space distils (every layers and hidden choice is the "
              "teacher's), so there are no distillation steps to share out; remove search.fidelity")]

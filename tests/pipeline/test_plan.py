@@ -84,7 +84,10 @@ def test_the_planner_imports_no_torch():
 def test_rungs_touch_only_the_last_distillation_and_what_follows():
     from pipeline.plan import rung_steps
 
-    assert rung_steps(100, 1000, 3) == (100, 300, 900, 1000) and rung_steps(50, 50, 2) == (50,)
+    assert rung_steps(100, 1000, 3) == (100, 300, 1000) and rung_steps(50, 50, 2) == (50,)
+    # no rung within one reduction factor of the top: 300 x 3 = 900 <= 1,000 stays, 900 x 3 > 1,000 goes
+    assert rung_steps(100, 900, 3) == (100, 300, 900) and rung_steps(22, 200, 3) == (22, 66, 200)
+    assert rung_steps(80, 200, 3) == (200,)
     full = plan_steps(plan(Candidate(2, 20, 16, 150)), "hub:t", TEACHER)
     at = {r: plan_steps(plan(Candidate(2, 20, 16, 150), rung=r, rungs=(3, 9)), "hub:t", TEACHER) for r in (3, 9)}
     assert [s.key for s in at[3][:2]] == [s.key for s in full[:2]]  # the shared depth distillation: full steps

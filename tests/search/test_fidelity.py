@@ -17,13 +17,14 @@ from tests.search.test_driver import child_runs, run_cli
 from tests.search.test_resume import kill_when, start_cli
 
 FIDELITY = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3}"
+DEPTH = "distill: {steps: 90}"  # hidden 32 is the teacher's: those candidates' last distillation is the depth one
 
 
 @pytest.mark.slow
 def test_multi_fidelity_search_stops_trials_at_rungs(tmp_path):
     import optuna
 
-    spec = write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=8)
+    spec = write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=8, extra=DEPTH)
     calls = tmp_path / "calls.txt"
     proc = run_cli(str(spec), env={"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_CALLS": str(calls)},
                    timeout=400)
@@ -62,7 +63,7 @@ def test_time_budget_stops_sampling_and_is_recorded(tmp_path):
 
 @pytest.mark.slow
 def test_multi_fidelity_search_resumes_after_a_kill(tmp_path):
-    write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=6)
+    write_spec(tmp_path, search=f"seed: 4\n  {FIDELITY}", num_samples=6, extra=DEPTH)
     env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_SLEEP": "1", "LRL_FAKE_CALLS": str(tmp_path / "c")}
     kill_when(tmp_path / "spec.yaml", r"trial 2/6 \w+ .*: quality=", env, tmp_path / "first.log", timeout=300)
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
@@ -83,7 +84,7 @@ def test_cheaply_scored_front_members_are_rescored_in_full_also_after_a_kill(tmp
     import os
 
     cheap = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3, rung_evaluation: {epochs: 1}}"
-    spec = write_spec(tmp_path, search=f"seed: 4\n  {cheap}", num_samples=8)
+    spec = write_spec(tmp_path, search=f"seed: 4\n  {cheap}", num_samples=8, extra=DEPTH)
     calls = tmp_path / "calls.txt"
     env = {"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_CALLS": str(calls)}
     log = tmp_path / "first.log"

@@ -13,6 +13,7 @@ from search.space import (
     constraint_violations,
     format_build_summary,
     format_size_table,
+    halving_steps,
     label,
     size_table,
     student_parameters,
@@ -163,10 +164,23 @@ def test_cost_of_a_search_with_and_without_fidelity():
     # one depth distillation (1,000 steps) shared, two truncations (2,000 each): 5,000 with reuse, 6,000 without
     assert lines[1] == "  every candidate: 3 builds, 5,000 steps with reuse, 6,000 without"
     assert lines[2] == "  2 sampled trials, last distillations in full: about 4,000 steps"
-    # rungs 100, 400, 1600, 2000: 2*100 + 2/4*300 + 2/16*1200 + 2/64*400 = 512.5
-    assert lines[3].startswith("  with search.fidelity (rungs 100, 400, 1600, 2000; factor 4): about 512 steps")
+    # rungs 100, 400, 2000 (1,600 is within a factor of 4 of the top); the halving estimate is
+    # `halving_steps`'s, plus the one depth distillation (1,000 steps) every trial needs
+    expected = halving_steps(2, (100, 400, 2000), 4)
+    assert lines[3] == (f"  with search.fidelity (rungs 100, 400, 2000; factor 4): about {expected:,.0f} steps of last "
+                        f"distillations ({expected / 4000:.0%} of 2 x 2,000; the asynchronous rule over random arrival "
+                        f"orders), and the distillations before them, which halving never shortens: at most 1,000 steps; "
+                        f"{expected + 1000:,.0f} in all")
     assert lines[4] == "  at 1,024 tokens/s: at most 1.4 h for every candidate's builds, one at a time"
     assert format_cost(make_spec(), XLMR_BASE, size_table(make_spec(), XLMR_BASE)).startswith("cost: the distillation")
+
+
+def test_the_halving_estimate_follows_the_asynchronous_rule():
+    # one trial always goes all the way; a second goes on past a rung only when it dominates the first
+    # (a quarter of random pairs: with two trials one continues, and the first wins a tie of the front)
+    assert halving_steps(1, (100, 400, 2000), 4) == 2000
+    assert halving_steps(2, (100, 400, 2000), 4, draws=4000) == pytest.approx(2000 + 0.25 * 2000 + 0.75 * 100, rel=0.03)
+    assert halving_steps(5, (2000,), 4) == 10000  # no rung below the top: every trial in full
 
 
 def test_cost_of_screening_counts_the_distillations_before_the_last():

@@ -330,12 +330,28 @@ def test_a_teacher_built_from_scratch_is_sized_before_it_exists(tmp_path, capsys
     ({"fidelity": {"min_steps": 10, "max_steps": 100}}, {"layers": [12], "hidden": [768]},
      "search.fidelity: no candidate of the space distils"),
     ({"fidelity": {"min_steps": 0, "max_steps": 100}}, {}, "search.fidelity.min_steps: Input should be greater than 0"),
+    ({"fidelity": {"min_steps": 40, "max_steps": 100}}, {},
+     "search.fidelity.min_steps: 40 x reduction_factor 3 is above max_steps=100: no rung below the top"),
+    ({"fidelity": {"min_steps": 10, "max_steps": 100}}, {"layers": [6], "hidden": [768]},
+     "search.fidelity.max_steps: 100 is not distill.steps=None: candidates of hidden size 768 (the teacher's) end "
+     "with the depth distillation"),
 ])
 def test_bad_fidelity_and_budget_name_the_field(tmp_path, search, space, expected):
     path = write_spec(tmp_path, minimal(search=search, **({"space": space} if space else {})))
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{path}: {expected}"), info.value.problems
+
+
+def test_the_last_distillations_steps_follow_fidelity_or_disagree_in_one_line(tmp_path):
+    fidelity = {"min_steps": 10, "max_steps": 90}
+    spec = load_spec(write_spec(tmp_path / "a", minimal(search={"fidelity": fidelity})))
+    assert spec.truncate.distill.steps == 90  # left out: it follows max_steps, final when the spec loads
+    path = write_spec(tmp_path / "b", minimal(search={"fidelity": fidelity}, truncate={"distill": {"steps": 200}}))
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: search.fidelity.max_steps: 90 is not truncate.distill.steps=200"), line
+    depth = minimal(search={"fidelity": fidelity}, space={"layers": [6], "hidden": [312, 768]}, distill={"steps": 90})
+    assert load_spec(write_spec(tmp_path / "c", depth)).distill.steps == 90
 
 
 def test_fidelity_defaults():
