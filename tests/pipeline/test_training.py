@@ -90,6 +90,9 @@ def test_stopped_at_rungs_and_continued_equals_straight_through(tiny_xlmr, malte
                                     fidelity=Fidelity(rung, rungs, resume=state, save=save))
         assert metrics["stop_at"] == rung and metrics["resumed_from"] == (previous or 0)
         state, previous = save, rung
+    # the weights compared are the best checkpoint's: it must come after the last resume, or the test
+    # would pass with the continuation broken
+    assert full["best_step"] > rungs[-2], full["best_step"]
     for name, tensor in straight.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     assert metrics["best_step"] == full["best_step"] and metrics["tokens"] == full["tokens"]

@@ -189,6 +189,8 @@ def test_a_higher_rung_continues_the_lower_one(plan_for, tmp_path):
     # the same rung trained straight through, in another cache, gives the same student
     straight = run_trial(dataclasses.replace(plan, rung=6, cache_dir=str(tmp_path / "other")))
     assert straight["stages"]["truncate"]["resumed_from"] == 0
+    # the students compared are the best checkpoints: after the resume at 2, or resume is not tested
+    assert high["stages"]["truncate"]["best_step"] == straight["stages"]["truncate"]["best_step"] > 2
     a, b = assert_hf_dir(high["model_dir"]), assert_hf_dir(straight["model_dir"])
     for name, tensor in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
