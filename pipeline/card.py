@@ -18,7 +18,10 @@ The card data is a JSON-able dict; every key but ``name`` may be missing:
 - ``checks``: ``{"text": where the check text came from, "onnx": max abs diff, "onnx-int8": cosine}``;
 - ``source``: where the student comes from (``{"run_id", "experiment", "trial", "tracking_uri"}``);
 - ``notes``: sentences about the stages a reader should know of (a vocabulary trimmed to fewer tokens
-  than asked), shown under the lineage.
+  than asked), shown under the lineage;
+- ``fidelity``: a multi-fidelity student's ``{"rung", "of", "scoring", "rescored"}``: its last
+  distillation trained ``rung`` steps of an ``of``-step schedule, and its scores came from the full
+  evaluation or the search's cheaper rung evaluation (``rescored``: scored in full after the search).
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ def card_data(result: Mapping[str, Any], *, name: str, language: str | None = No
     data["tasks"] = tasks
     if result.get("notes"):
         data["notes"] = list(result["notes"])
+    if result.get("fidelity"):
+        data["fidelity"] = dict(result["fidelity"])
     if result.get("latency_ms") is not None and latency:
         data["latency"] = [{**dict(latency), "ms": result["latency_ms"], "teacher_ms": reference.get("latency_ms")}]
     return data
@@ -113,8 +118,8 @@ def card_data(result: Mapping[str, Any], *, name: str, language: str | None = No
 
 def _outcome(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     """The numbers of a stage's ``metrics.json`` worth a card: losses, steps, time."""
-    keep = ("steps", "loss_start", "loss_end", "heldout_loss", "heldout_loss_start", "seconds", "vocab_size",
-            "vocab_size_asked", "kept", "coverage")
+    keep = ("steps", "stop_at", "resumed_from", "loss_start", "loss_end", "heldout_loss", "heldout_loss_start",
+            "seconds", "vocab_size", "vocab_size_asked", "kept", "coverage")
     return {key: value for key, value in (metrics or {}).items() if key in keep and value is not None}
 
 
@@ -158,6 +163,12 @@ def _summary(data: Mapping[str, Any]) -> str:
     lines = [f"A compressed student of `{teacher}` for language `{data.get('language') or '?'}`, made by "
              "lrl-compress (distillation, structured pruning, hidden-size truncation and vocabulary trimming; "
              f"Gurgurov et al. 2025). Shape (layers/hidden/FFN/vocabulary): {shape}."]
+    fidelity = data.get("fidelity") or {}
+    if fidelity:
+        scored = ("in full after the search (rescored)" if fidelity.get("rescored") else
+                  "in full" if fidelity.get("scoring") == "full" else "with the search's cheaper rung evaluation")
+        lines.append(f"Multi-fidelity: its last distillation trained {fidelity['rung']:,} steps of a "
+                     f"{fidelity['of']:,}-step schedule (rung {fidelity['rung']:,}); its scores were taken {scored}.")
     source = data.get("source") or {}
     if source:
         lines.append("Source: " + ", ".join(f"{key} `{value}`" for key, value in source.items() if value) + ".")

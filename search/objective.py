@@ -87,6 +87,9 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
     if full_scoring:
         plan = dataclasses.replace(plan, rung_evaluation=None)
     result = _trial_fn(context)(plan, progress)
+    if rung is not None and context.rungs:  # what the card and the run say of the training and scoring
+        result = {**result, "fidelity": {"rung": rung, "of": max(context.rungs), "rescored": full_scoring,
+                                         "scoring": "full" if plan.scoring is plan.evaluation else "rung evaluation"}}
     metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms")
                if key in result}
     metrics.update(result.get("scores") or {})

@@ -50,3 +50,15 @@ def test_card_with_nothing_known_still_parses():
     text = model_card({"name": "bare"})
     assert read_front_matter(text)["license"] == "other" and "No task was evaluated" in text
     assert read_front_matter("no front matter") == {}
+
+
+def test_card_of_a_student_that_stopped_at_a_rung_says_so():
+    stopped = {**RESULT, "stages": {**RESULT["stages"], "truncate": {"steps": 90, "stop_at": 30, "resumed_from": 10}},
+               "fidelity": {"rung": 30, "of": 90, "scoring": "rung evaluation", "rescored": False}}
+    body = model_card(card_data(stopped, name="s"))
+    assert ("Multi-fidelity: its last distillation trained 30 steps of a 90-step schedule (rung 30); its scores "
+            "were taken with the search's cheaper rung evaluation.") in body
+    assert "stop_at=30" in body and "resumed_from=10" in body
+    rescored = {**stopped, "fidelity": {**stopped["fidelity"], "scoring": "full", "rescored": True}}
+    assert "its scores were taken in full after the search (rescored)." in model_card(card_data(rescored, name="s"))
+    assert "Multi-fidelity" not in model_card(card_data(RESULT, name="s"))  # trained in full: nothing to say

@@ -77,3 +77,20 @@ def test_run_one_without_ray(tmp_path, monkeypatch):
     outcome = run_one(spec, Candidate(2, 16, 32, 100))
     assert outcome["feasible"] and outcome["metrics"]["params"] == student_parameters(TEACHER_CONFIG, Candidate(2, 16, 32, 100))
     assert outcome["result"]["node_id"] is None
+
+
+def test_a_rung_result_says_how_it_was_trained_and_scored(tmp_path):
+    import dataclasses
+
+    from pipeline.config import EvalConfig
+
+    base = context(tmp_path, rungs=(10, 30, 90))
+    cheap = context(tmp_path, rungs=(10, 30, 90), plan=dataclasses.replace(base.plan, rung_evaluation=EvalConfig(seeds=(1,))))
+    c = Candidate(2, 16, 32, None)
+    assert "fidelity" not in evaluate_candidate(base, c)["result"]  # no rung: trained in full
+    assert evaluate_candidate(base, c, rung=30)["result"]["fidelity"] == {"rung": 30, "of": 90, "rescored": False,
+                                                                        "scoring": "full"}
+    assert evaluate_candidate(cheap, c, rung=30)["result"]["fidelity"]["scoring"] == "rung evaluation"
+    assert evaluate_candidate(cheap, c, rung=90)["result"]["fidelity"]["scoring"] == "full"  # the top rung
+    again = evaluate_candidate(cheap, c, rung=30, full_scoring=True)["result"]["fidelity"]
+    assert again == {"rung": 30, "of": 90, "rescored": True, "scoring": "full"}
