@@ -334,7 +334,7 @@ class RungEvaluation(_Section):
     Each field caps the spec's ``evaluation`` (None: as there): ``seeds`` keeps its first N seeds,
     ``epochs`` caps every task's epochs, ``max_train_examples`` every task's training examples. The
     top rung always evaluates in full; when the trials are done, the front's members that stopped at
-    a lower rung are scored again in full (`search.driver.TrialBook.rescore_front`), and trials off the
+    a lower rung are scored again in full (`search.book.TrialBook.rescore_front`), and trials off the
     front keep their cheaper scores (their ``rung`` tag says so).
     """
 

@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -352,7 +351,7 @@ class Tracker:
             candidate: the candidate's fields (logged as params).
             result: `pipeline.trial.run_trial`'s dict, logged as ``trial.json``; ``model_dir`` is
                 logged as artifact ``model``.
-            metrics: the flat metrics to log (`search.driver.trial_metrics`).
+            metrics: the flat metrics to log (`search.book.trial_metrics`).
             name: the run's name.
             feasible: False for a candidate that breaks a constraint (kept off the Pareto front).
             pareto: whether the trial is on the front now.
@@ -473,13 +472,16 @@ class Tracker:
             if version is not None:
                 self.client.set_model_version_tag(self.registered_model, version, "pareto", str(on_front).lower())
 
-    def register(self, members: Sequence[Mapping[str, Any]], *, renumber: bool = False) -> None:
+    def register(self, members: Sequence[Mapping[str, Any]], wanted: Mapping[str, str], *,
+                 renumber: bool = False) -> None:
         """Register the front's students that are not registered yet and move the aliases that changed.
 
         Args:
             members: the front's records (``id``, ``run_id``, ``metrics``), best first objective first.
-            renumber: also renumber the ``pareto-<k>`` aliases (once, when the search ends: every
-                insertion into the front would shift them all).
+            wanted: ``{alias: run id}`` as the search chose them (`search.book.aliases`); an alias whose
+                run has no model to register is left where it is.
+            renumber: the ``pareto-<k>`` aliases were renumbered (once, when the search ends: every
+                insertion into the front would shift them all): those no longer wanted are removed.
         """
         if not members:
             return
@@ -500,15 +502,8 @@ class Tracker:
                     self.registered_model, source=source, run_id=run_id, await_creation_for=0,
                     tags={"lrl.trial_id": record["id"], "lrl.search": self.search, "pareto": "true"}, **extra,
                 ).version
-        registered = [r for r in members if r["run_id"] in versions]
-        wanted = {}
-        for metric, direction in self.objectives:
-            scored = [r for r in registered if metric in r["metrics"]]
-            if scored:
-                pick = (max if direction == "max" else min)(scored, key=lambda r: r["metrics"][metric])
-                wanted[f"best-{_alias_part(metric)}"] = versions[pick["run_id"]]
+        wanted = {alias: versions[run_id] for alias, run_id in wanted.items() if run_id in versions}
         if renumber:
-            wanted.update({f"pareto-{k}": versions[r["run_id"]] for k, r in enumerate(registered, start=1)})
             for alias in [a for a in self._aliases if a.startswith("pareto-") and a not in wanted]:
                 self.client.delete_registered_model_alias(self.registered_model, alias)
                 del self._aliases[alias]
@@ -619,10 +614,6 @@ def download_student(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
     if "model" not in {f.path for f in client.list_artifacts(run_id)}:
         raise UsageError(f"run {run_id}: has no model artifact (a failed trial, or one that logged no student)")
     return Path(client.download_artifacts(run_id, "model", str(dst)))
-
-
-def _alias_part(metric: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", metric)
 
 
 def _flat_reference(reference: Mapping[str, Any]) -> dict[str, float]:

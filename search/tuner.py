@@ -5,7 +5,7 @@ The trainable turns sampled values into a candidate, calls `search.objective.eva
 reports the trial's objectives: once, or once per rung of multi-fidelity. The searcher is
 ``OptunaSearch`` (several objectives, the spec's seeded sampler, the study in SQLite) behind a
 ``ConcurrencyLimiter`` that also keeps the time budget. The callback hands each rung result and each
-finished or failed trial to the driver's `search.driver.TrialBook` in the driver process.
+finished or failed trial to the driver's `search.book.TrialBook` in the driver process.
 
 Multi-fidelity (``search.fidelity``): `MultiObjectiveHalving` is asynchronous successive halving for
 several objectives, a Tune scheduler. When a trial reports at a rung it is compared with every trial
@@ -41,6 +41,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pipeline.config import Candidate
 from pipeline.errors import UsageError
+from search.book import TrialBook
 from search.folders import remove_markers, steady_working_dir, unshared_message, write_markers
 from search.objective import TrialContext, evaluate_candidate, screen_candidate
 from search.pareto import promoted
@@ -117,7 +118,7 @@ class _Forward(Callback):
     exists: the driver then records every trial from the results when the search ends.
     """
 
-    def __init__(self, book: Any, max_failures: int) -> None:
+    def __init__(self, book: TrialBook | None, max_failures: int) -> None:
         self.book, self.max_failures = book, max_failures
 
     def __getstate__(self) -> dict[str, Any]:
@@ -231,7 +232,7 @@ class _Budgeted(ConcurrencyLimiter):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any,
+def run_tuner(spec: Spec, context: TrialContext, name: str, book: TrialBook,
               first: list[dict[str, Any]] | None = None) -> Iterator[Outcome]:
     """Start or join Ray, run (or restore and continue) the Tune experiment ``name``, yield every trial.
 
@@ -239,7 +240,7 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: Any,
         spec: the search's spec (sampler, resources, failures, storage, Ray address).
         context: what every trial needs.
         name: the experiment's folder under ``search.storage_path``; restored when it exists.
-        book: the driver's `search.driver.TrialBook`, told of each trial as it ends.
+        book: the driver's `search.book.TrialBook`, told of each trial as it ends.
         first: sampled values (`search.space.to_params`) the first trials take, in order, before the
             sampler proposes (the screening's order); a restored experiment keeps its own.
     """

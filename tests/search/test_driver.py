@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Candidate
-from search.driver import TrialBook, experiment_name, pareto_markdown, pareto_table, spec_hash
+from search.book import TrialBook
+from search.driver import experiment_name, pareto_markdown, pareto_table, spec_hash
 from search.spec import load_spec
 from tests.search.fakes import write_spec
 
@@ -99,8 +100,9 @@ class RecordingTracker:
     def set_pareto(self, changes):
         self.calls.append(("set_pareto", dict(changes)))
 
-    def register(self, members, renumber=False):
+    def register(self, members, wanted, renumber=False):
         self.calls.append(("register", [m["id"] for m in members], renumber))
+        self.aliases = dict(wanted)
 
     def plot(self, records):
         pass
@@ -123,11 +125,22 @@ def test_trial_book_keeps_the_front_and_tells_only_changes():
     assert [r["id"] for r in book.members()] == ["b", "a"]
     assert ("log_trial", "c", False) in tracker.calls and ("log_trial", "d", False) in tracker.calls
     assert all(call[1] == {} for call in tracker.calls if call[0] == "set_pareto")
+    assert tracker.aliases == {"best-quality": "run-b", "best-params": "run-a"}  # the book chooses them
     book.finished("f", Candidate(2, 16, 16), report(0.7, 90))  # dominates a and b
     assert tracker.calls[-2:] == [("set_pareto", {"run-a": False, "run-b": False}), ("register", ["f"], False)]
     book.finished("f", Candidate(2, 16, 16), report(0.1, 1))  # already logged: nothing changes
     assert book.front() == {"f"} and tracker.runs == 5
     assert book.finalise() == [book.records["f"]] and tracker.calls[-1] == ("register", ["f"], True)
+    assert tracker.aliases == {"best-quality": "run-f", "best-params": "run-f", "pareto-1": "run-f"}
+
+
+def test_the_book_measures_drops_against_the_reference_it_was_given():
+    tracker = RecordingTracker()  # its own teacher copy (quality 1.0) is not the book's
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=1,
+                     teacher={"quality": 0.8, "params": 400})
+    book.finished("a", Candidate(2, 16, 32), report(0.6, 100))
+    assert book.records["a"]["metrics"]["drop_quality"] == pytest.approx(0.2)
+    assert book.records["a"]["metrics"]["compression"] == pytest.approx(0.75)
 
 
 def test_trial_book_resumes_from_records():

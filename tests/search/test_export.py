@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.card import read_front_matter
 from pipeline.config import Candidate
-from search.driver import TrialBook, pareto_markdown
+from search.book import TrialBook
+from search.driver import pareto_markdown
 from search.export import main as export_cli
 
 

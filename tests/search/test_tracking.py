@@ -13,7 +13,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from search.driver import trial_metrics  # noqa: E402
+from search.book import aliases, trial_metrics  # noqa: E402
 from search.tracking import Tracker, ui_command  # noqa: E402
 
 OBJECTIVES = [("quality", "max"), ("params", "min")]
@@ -73,7 +73,7 @@ def test_parent_children_failure_tags_and_registry(tmp_path):
     f = tracker.log_failure("t3", candidate(4), "Traceback...\nFloatingPointError: loss is nan", name="t3", attempts=2)
     members = [{"id": "t1", "run_id": b, "metrics": {"quality": 0.8, "params": 200}},
                {"id": "t0", "run_id": a, "metrics": {"quality": 0.7, "params": 100}}]
-    tracker.register(members, renumber=True)
+    tracker.register(members, aliases(members, tracker.objectives, renumber=True), renumber=True)
 
     client = MlflowClient(tracker.tracking_uri)
     runs = {r.info.run_id: r for r in client.search_runs([tracker.experiment_id])}
@@ -104,7 +104,8 @@ def test_parent_children_failure_tags_and_registry(tmp_path):
     # a leaves the front: its run and version are re-tagged, its pareto alias goes at the renumbering
     d = log(tracker, tmp_path, "t4", 2, 0.75, 100, pareto=True)
     tracker.set_pareto({a: False})
-    tracker.register([members[0], {"id": "t4", "run_id": d, "metrics": {"quality": 0.75, "params": 100}}], renumber=True)
+    members = [members[0], {"id": "t4", "run_id": d, "metrics": {"quality": 0.75, "params": 100}}]
+    tracker.register(members, aliases(members, tracker.objectives, renumber=True), renumber=True)
     assert client.get_run(a).data.tags["pareto"] == "false"
     assert client.get_model_version("lrl-test-student", by_run[a]).tags["pareto"] == "false"
     model = client.get_registered_model("lrl-test-student")
