@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Candidate
-from search.folders import check_writable, input_paths, leave_ray_package, search_folders
 from search.book import TrialBook, last_line
+from search.folders import check_writable, input_paths, leave_ray_package, search_folders
 from search.schema import Spec, slug
 from search.space import label
 

@@ -362,11 +362,11 @@ class RungEvaluation(_Section):
 class Fidelity(_Section):
     """Multi-objective successive halving over distillation steps (see `search.tuner`).
 
-    Every trial first trains its last distillation for ``min_steps`` of a ``max_steps`` schedule (so
-    ``truncate.distill.steps``, and ``distill.steps`` where a candidate's last distillation is the depth
-    one, are ``max_steps``: left out, ``truncate.distill.steps`` follows it; a different value is an
-    error); at
-    each rung (``min_steps`` times powers of ``reduction_factor``, then ``max_steps``) only the best
+    Every trial first trains its last distillation for ``min_steps`` of a ``max_steps`` schedule. That
+    is the last distillation's only schedule: ``truncate.distill.steps`` follows ``max_steps`` when left
+    out and may not differ from it, nor may ``distill.steps`` where a candidate's last distillation is
+    the depth one (`search.spec`). At each rung (``min_steps`` times powers of ``reduction_factor``
+    while one is at most ``max_steps / reduction_factor``, then ``max_steps``) only the best
     ``1 / reduction_factor`` of the trials that reached it, by non-dominated rank and crowding
     distance, continue from where they stopped. ``rung_evaluation`` makes the scoring below the top
     rung cheaper (default: the full evaluation at every rung).

@@ -99,11 +99,15 @@ def spec_problems(spec: Spec) -> list[tuple[str, str]]:
 
 
 def _search_problems(spec: Spec) -> list[tuple[str, str]]:
-    """The fidelity and the budget: sizes that cannot work."""
+    """The fidelity, the screening and the budget: settings that cannot work."""
     problems = []
     fidelity, budget = spec.search.fidelity, spec.search.time_budget_s
     if budget is not None and budget <= 0:
         problems.append(("search.time_budget_s", f"must be more than 0 seconds, got {budget:g}"))
+    screen = spec.search.screen
+    if screen is not None and screen.signal in ("capped", "probe") and not spec.data.tasks:
+        problems.append(("search.screen.signal", f"{screen.signal} scores the labelled tasks and data.tasks is empty; "
+                         "add a task or screen by mlm"))
     if fidelity is not None:
         if fidelity.min_steps > fidelity.max_steps:
             problems.append(("search.fidelity.min_steps",

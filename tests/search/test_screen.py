@@ -49,6 +49,22 @@ def test_a_bad_screen_setting_names_its_field(tmp_path, setting, field):
     assert any(field in line for line in error.value.problems), error.value.problems
 
 
+def test_a_signal_that_needs_tasks_is_refused_without_them(tmp_path):
+    from tests.search.test_spec import minimal
+    from tests.search.test_spec import write_spec as write_minimal
+
+    data = minimal(search={"screen": {"signal": "probe"}},
+                   objectives=[{"metric": "params", "direction": "min"}, {"metric": "latency_ms", "direction": "min"}])
+    data["data"]["tasks"] = {}  # a search for size and speed alone
+    path = write_minimal(tmp_path, data)
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert list(error.value.problems) == [f"{path}: search.screen.signal: probe scores the labelled tasks and data.tasks "
+                                    "is empty; add a task or screen by mlm"]
+    data["search"]["screen"]["signal"] = "mlm"
+    assert load_spec(write_minimal(tmp_path / "mlm", data)).search.screen.signal == "mlm"
+
+
 def test_screening_defaults_to_the_capped_evaluation(tmp_path):
     spec = load_spec(write_spec(tmp_path, search="screen: {}"))
     assert spec.search.screen.signal == "capped"
