@@ -158,7 +158,7 @@ def search(spec: Spec, resume: bool = False, *, spec_file: str | None = None,
     try:
         candidates = {}
         first = screen_space(spec, context, storage / name, tracker) if spec.search.screen else None
-        for outcome in run_tuner(spec, context, name, book, first=first):
+        for outcome in run_tuner(spec, context, name, book, first=first, started=clock):
             _reconcile(book, outcome)
             if outcome.trial_id:
                 candidates[outcome.trial_id] = outcome.candidate

@@ -198,9 +198,9 @@ class _Budgeted(ConcurrencyLimiter):
     ends, trials start freely, up to the concurrency limit). Running trials always finish.
     """
 
-    def __init__(self, searcher, max_concurrent: int, budget_s: float | None) -> None:
+    def __init__(self, searcher, max_concurrent: int, budget_s: float | None, started: float | None = None) -> None:
         super().__init__(searcher, max_concurrent=max_concurrent)
-        self.budget_s, self.started = budget_s, time.time()
+        self.budget_s, self.started = budget_s, time.time() if started is None else started
         self.durations: list[float] = []
         self.starts: dict[str, float] = {}
         self.exhausted = False
@@ -233,7 +233,7 @@ class _Budgeted(ConcurrencyLimiter):
 
 
 def run_tuner(spec: Spec, context: TrialContext, name: str, book: TrialBook,
-              first: list[dict[str, Any]] | None = None) -> Iterator[Outcome]:
+              first: list[dict[str, Any]] | None = None, started: float | None = None) -> Iterator[Outcome]:
     """Start or join Ray, run (or restore and continue) the Tune experiment ``name``, yield every trial.
 
     Args:
@@ -243,6 +243,8 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: TrialBook,
         book: the driver's `search.book.TrialBook`, told of each trial as it ends.
         first: sampled values (`search.space.to_params`) the first trials take, in order, before the
             sampler proposes (the screening's order); a restored experiment keeps its own.
+        started: when this run of the search began (``time.time()``; default now): the time budget
+            counts from there, so that screening before the trials counts too.
     """
     start_ray(spec.ray.address)
     _preload()
@@ -264,7 +266,7 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: TrialBook,
         if isinstance(scheduler, MultiObjectiveHalving):
             scheduler.seed(book.rung_history())
         if isinstance(searcher, _Budgeted):
-            searcher.started = time.time() - book.spent_s
+            searcher.started = (started or time.time()) - book.spent_s
     else:
         metrics, modes = zip(*context.objectives)
         searcher = OptunaSearch(
@@ -278,7 +280,7 @@ def run_tuner(spec: Spec, context: TrialContext, name: str, book: TrialBook,
         tuner = tune.Tuner(
             fn,
             tune_config=tune.TuneConfig(
-                search_alg=_Budgeted(searcher, spec.search.max_concurrent, spec.search.time_budget_s),
+                search_alg=_Budgeted(searcher, spec.search.max_concurrent, spec.search.time_budget_s, started),
                 num_samples=spec.search.num_samples, reuse_actors=False, scheduler=scheduler,
             ),
             run_config=tune.RunConfig(

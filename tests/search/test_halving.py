@@ -64,3 +64,24 @@ def test_results_seeded_after_a_restart_count_like_live_ones():
     assert (live.on_trial_result(None, Trial("c"), late) == seeded.on_trial_result(None, Trial("c"), late)
             == (TrialScheduler.CONTINUE if promoted({"a": (-0.9, 5), "b": (-0.1, 50), "c": (-0.5, 20)}, "c", 2)
                 else TrialScheduler.STOP))
+
+
+def test_the_time_budget_counts_from_when_the_search_began():
+    """Screening runs before the first trial: a budget that screening used up lets no trial start."""
+    import time
+
+    from ray.tune.search import Searcher
+
+    from search.tuner import _Budgeted
+
+    class Always(Searcher):
+        def suggest(self, trial_id):
+            return {"x": 1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    fresh = _Budgeted(Always(metric="m", mode="max"), max_concurrent=2, budget_s=60)
+    assert fresh.suggest("t1") == {"x": 1}
+    spent = _Budgeted(Always(metric="m", mode="max"), max_concurrent=2, budget_s=60, started=time.time() - 61)
+    assert spent.suggest("t1") == Searcher.FINISHED
