@@ -203,8 +203,7 @@ def _climb(scheduler, clock: Clock, row: dict, strategy: Strategy, trial_id: str
 
     for rung in strategy.rungs[:-1]:
         clock.build(row, rung)
-        if not (strategy.kind.startswith("screen") and rung == 0):
-            clock.pay(row["signal_cost_s"][strategy.signal][str(rung)])
+        clock.pay(row["signal_cost_s"][strategy.signal][str(rung)])
         result = {"rung": rung, "signal": row["signals"][strategy.signal][str(rung)], "params": row["params"],
                   "feasible": 1}
         if scheduler.on_trial_result(None, _Trial(trial_id), result) == MultiObjectiveHalving.STOP:
