@@ -10,10 +10,11 @@ other objectives (the sampler's ``constraints_func`` ranks it last too). ``min_q
 ``max_latency_ms`` are only known after training: such trials report their real values with
 ``feasible = False``. Infeasible trials are logged but never on the front.
 
-Testing hook: ``TrialContext.trial_fn = "module:function"`` (the driver fills it from the environment
-variable ``LRL_TRIAL_FN``) replaces `pipeline.trial.run_trial` with a function of the same
-signature, so the search machinery (failures, resume, cluster) can be tested with a cheap fake trial;
-that module's ``screen_student`` then stands in for `pipeline.trial.screen_student` too (screening).
+Testing: ``TrialContext.trial_fn = "module:function"`` replaces `pipeline.trial.run_trial` with a
+function of the same signature (that module's ``screen_student`` then stands in for
+`pipeline.trial.screen_student`), so the search machinery (failures, resume, cluster) can be tested
+with a cheap fake trial. Only the tests' backend sets it (tests/search/backend.py); the service reads
+no environment switch for it.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from pipeline.config import Candidate
 from pipeline.plan import TrialPlan
 from search.space import label, student_parameters
 
-__all__ = ["PENALTY", "TRIAL_FN_ENV", "TrialContext", "evaluate_candidate", "screen_candidate"]
+__all__ = ["PENALTY", "TrialContext", "evaluate_candidate", "screen_candidate"]
 
 logger = logging.getLogger(__name__)
 
-TRIAL_FN_ENV = "LRL_TRIAL_FN"
 PENALTY = 1e12  # objective value of a candidate that breaks max_params (it is never trained)
 
 
@@ -46,7 +46,7 @@ class TrialContext:
         teacher_config: the teacher's ``config.json`` values (sizes, constraints).
         objectives: ``((metric, "min" | "max"), ...)``.
         max_params, min_quality, max_latency_ms: the spec's constraints (None: no limit).
-        trial_fn: ``module:function`` replacing `pipeline.trial.run_trial` (testing hook), or None.
+        trial_fn: ``module:function`` replacing `pipeline.trial.run_trial` (tests only), or None.
         rungs: the distillation steps of multi-fidelity's rungs (empty: every trial trains in full).
     """
 

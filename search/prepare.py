@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from pipeline.config import Candidate
 from pipeline.plan import TrialPlan, rung_steps
 from pipeline.sizes import config_parameters
-from search.objective import TRIAL_FN_ENV, TrialContext, evaluate_candidate
+from search.objective import TrialContext, evaluate_candidate
 from search.schema import Spec
 from search.spec import teacher_config
 
@@ -59,43 +58,36 @@ def materialise_synthetic(spec: Spec) -> Spec:
 def prepare(spec: Spec, progress: Callable[[str], None] | None = None) -> tuple[TrialContext, dict[str, Any]]:
     """Materialise synthetic data, adapt the teacher (cached) and compute its reference scores.
 
-    With the testing hook ``LRL_TRIAL_FN`` set, the teacher is used as given and no reference is
-    computed (fake trials need neither).
-
     Returns:
         The `TrialContext` for the trials and the teacher's reference: ``params`` and, when the spec
         has tasks, ``quality``, ``disk_mb`` and one score per task; ``latency_ms`` as ``spec.latency`` says.
     """
+    from pipeline.trial import build_teacher, prepare_teacher, teacher_reference
+    from search.preflight import preflight
+
     spec = materialise_synthetic(spec)
     config = teacher_config(spec)
-    teacher = spec.teacher.model
-    reference: dict[str, Any] = {}
-    trial_fn = os.environ.get(TRIAL_FN_ENV) or None
-    if trial_fn is None:
-        from pipeline.trial import build_teacher, prepare_teacher, teacher_reference
-        from search.preflight import preflight
+    report = preflight(spec)  # every source opens, before anything trains
+    logger.info("preflight:\n%s", report.text())
+    report.raise_problems()
 
-        report = preflight(spec)  # every source opens, before anything trains
-        logger.info("preflight:\n%s", report.text())
-        report.raise_problems()
-
-        cache_dir = spec.search.cache_dir
-        logger.info("preparing the teacher %s", spec.teacher.label)
-        started = time.time()
-        # device None: the pipeline takes CUDA where the driver's node has it (a head node may not).
-        if spec.teacher.build is not None:
-            teacher = build_teacher(spec.teacher.build, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
-        else:
-            teacher = prepare_teacher(teacher, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir,
-                                      trust_remote_code=spec.teacher.trust_remote_code,
-                                      allow_pickle=spec.teacher.allow_pickle)
-        logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
-                    ", ".join(spec.data.tasks) or "no tasks")
-        reference = _flat(teacher_reference(teacher, spec.data.tasks, spec.evaluation, cache_dir,
-                                            progress=progress, latency=spec.latency))
-        logger.info("teacher latency: %.2f ms on %s", reference["latency_ms"], spec.latency.runtime)
+    cache_dir = spec.search.cache_dir
+    logger.info("preparing the teacher %s", spec.teacher.label)
+    started = time.time()
+    # device None: the pipeline takes CUDA where the driver's node has it (a head node may not).
+    if spec.teacher.build is not None:
+        teacher = build_teacher(spec.teacher.build, spec.teacher.adapt, spec.data.corpus, spec.data.heldout, cache_dir)
+    else:
+        teacher = prepare_teacher(spec.teacher.model, spec.teacher.adapt, spec.data.corpus, spec.data.heldout,
+                                  cache_dir, trust_remote_code=spec.teacher.trust_remote_code,
+                                  allow_pickle=spec.teacher.allow_pickle)
+    logger.info("teacher ready in %.0f s: %s; evaluating it on %s", time.time() - started, teacher,
+                ", ".join(spec.data.tasks) or "no tasks")
+    reference = _flat(teacher_reference(teacher, spec.data.tasks, spec.evaluation, cache_dir,
+                                        progress=progress, latency=spec.latency))
+    logger.info("teacher latency: %.2f ms on %s", reference["latency_ms"], spec.latency.runtime)
     reference["params"] = config_parameters(config)
-    return trial_context(spec, teacher, config, trial_fn), reference
+    return trial_context(spec, teacher, config), reference
 
 
 def trial_context(spec: Spec, teacher: str, config: dict[str, Any], trial_fn: str | None = None) -> TrialContext:

@@ -27,10 +27,6 @@ Resume: the parent is found again by its tags and `Tracker.read_records` returns
 run (``lrl.trial_id``); the driver never logs a FINISHED trial again and completes a half-written run
 (driver killed while logging) in place, so each trial has exactly one run.
 
-Testing hook: ``LRL_CRASH_AT=trial-run-open`` SIGKILLs the driver inside `Tracker.log_trial`, after a
-trial's run is created and its metrics logged but before it is complete (the kill-and-resume tests);
-``LRL_CRASH_AT=rescored-untagged`` inside `Tracker.log_rescored`, before the ``rescored`` tag.
-
 Registry: a student is registered (a version of ``mlflow.registered_model``, tag ``pareto``) when it
 joins the front and keeps its version after it leaves (tag ``pareto=false``); the ``best-<metric>``
 aliases follow the front as it changes; the ``pareto-<k>`` aliases (best first objective first) are
@@ -44,7 +40,6 @@ import json
 import logging
 import math
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -71,7 +66,7 @@ from search.folders import writable_folder  # noqa: E402
 from search.pareto import Objective  # noqa: E402
 from search.schema import REPO_ROOT  # noqa: E402
 
-__all__ = ["CRASH_ENV", "Tracker", "check_store", "download_student", "find_student", "git_commit", "ui_command"]
+__all__ = ["Tracker", "check_store", "download_student", "find_student", "git_commit", "ui_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +75,6 @@ _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # not 
 _MODEL_ID_TAG = "lrl.model_id"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 _MLFLOW_CARD = "model_card.md"  # where MLflow's transformers flavour keeps the model card in a logged model
-CRASH_ENV = "LRL_CRASH_AT"  # testing hook, see _crash_point
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
@@ -139,17 +133,6 @@ def check_store(tracking_uri: str, artifact_location: str | None = None) -> None
                              f"({error.strerror or error})") from None
     if artifact_location and artifact_location.startswith("file://"):
         writable_folder(Path(urlparse(artifact_location).path), "mlflow.artifact_location", create=False)
-
-
-def _crash_point(name: str) -> None:
-    """Testing hook: SIGKILL this process here when ``$LRL_CRASH_AT`` names this point.
-
-    The kill-and-resume tests use it to stop the driver between steps that no outside signal can
-    time reliably: ``trial-run-open`` (a trial's run created and its metrics logged, not yet complete),
-    ``rescored-untagged`` (a rescored trial's new scores logged, its ``rescored`` tag not yet set).
-    """
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -384,7 +367,6 @@ class Tracker:
         if has_model:
             with _with_card(Path(model_dir), card) as folder:
                 self.client.log_artifacts(run_id, str(folder), "model")
-        _crash_point("trial-run-open")
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
@@ -411,7 +393,6 @@ class Tracker:
                 with tempfile.TemporaryDirectory(prefix="lrl-card-") as scratch:
                     (Path(scratch) / _MLFLOW_CARD).write_text(card["text"], encoding="utf-8")
                     self.client.log_model_artifacts(model_id, scratch)
-        _crash_point("rescored-untagged")
         self.client.set_tag(run_id, "rescored", "true")
 
     def _card(self, result: Mapping[str, Any], *, name: str, run_id: str, trial_id: str) -> dict[str, Any]:

@@ -486,7 +486,9 @@ def test_search_bad_input(case, tmp_path, read_only, temp_here, process_logging,
     ``tmp_path``, as does the temporary folder: no file or folder there may appear, change or go."""
     from search.run import main as search_cli
 
-    monkeypatch.setenv("LRL_TRIAL_FN", "tests.search.fakes:fake_trial")
+    from tests.search.backend import use_fake_trials
+
+    use_fake_trials("tests.search.fakes:fake_trial", monkeypatch.setattr)
     spec = _search_spec(tmp_path)
     extra, expected = SEARCH_CASES[case](tmp_path, spec, read_only)
     before = snapshot(tmp_path)

@@ -1,6 +1,6 @@
-"""Cheap stand-ins for the search tests: fake trial functions plugged in through the testing hook
-``LRL_TRIAL_FN=tests.search.fakes:fake_trial`` (same signature as `pipeline.trial.run_trial`), and
-`write_spec`, a tiny spec whose teacher is a bare ``config.json``."""
+"""Cheap stand-ins for the search tests: fake trial functions (the signature of `pipeline.trial.run_trial`)
+plugged in by the tests' backend (tests/search/backend.py: ``LRL_TRIAL_FN=tests.search.fakes:fake_trial``),
+and `write_spec`, a tiny spec whose teacher is a bare ``config.json``."""
 
 from __future__ import annotations
 

@@ -116,10 +116,11 @@ def two_nodes(*, shared_temp: bool, private: Path | None = None):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def submit(env: dict[str, str], runtime_env: dict, *args: str, timeout: float = 600):
-    """``ray job submit --working-dir . -- python -m search.run ARGS --address auto`` from the checkout."""
+def submit(env: dict[str, str], runtime_env: dict, *args: str, timeout: float = 600, module: str = "search.run"):
+    """``ray job submit --working-dir . -- python -m search.run ARGS --address auto`` from the checkout
+    (``module``: the tests' backend, `tests.search.backend`, for the hooks the runtime environment names)."""
     return ray_cli("job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--runtime-env-json",
-                   json.dumps(runtime_env), "--", "python", "-m", "search.run", *args, "--address", "auto",
+                   json.dumps(runtime_env), "--", "python", "-m", module, *args, "--address", "auto",
                    env=env, timeout=timeout, check=False)
 
 
@@ -132,7 +133,7 @@ def test_jobs_on_a_two_node_cluster(tmp_path, shared_data, maltese_sentences):
     runtime_env = {"env_vars": {**ENV_VARS, "LRL_TRIAL_FN": "tests.search.fakes:real_trial_on_node", "HOME": str(home)}}
     started = time.time()
     with two_nodes(shared_temp=True) as env:
-        job = submit(env, runtime_env, str(spec))
+        job = submit(env, runtime_env, str(spec), module="tests.search.backend")
     print(f"cluster job took {time.time() - started:.0f} s")
     assert "4 trials finished, 0 failed" in job.stdout, job.stdout[-4000:]
     assert "succeeded" in job.stdout.lower()
@@ -190,7 +191,8 @@ def test_an_unshared_cache_folder_is_refused_in_one_line(tmp_path, shared_data, 
     (private / "stages").mkdir(parents=True)
     runtime_env = {"env_vars": {**ENV_VARS, "LRL_TRIAL_FN": "tests.search.fakes:real_trial_on_node", "HOME": str(home)}}
     with two_nodes(shared_temp=False, private=private) as env:
-        job = submit(env, runtime_env, str(spec), "--set", f"search.cache_dir={private / 'stages'}", timeout=300)
+        job = submit(env, runtime_env, str(spec), "--set", f"search.cache_dir={private / 'stages'}", timeout=300,
+                     module="tests.search.backend")
     # (ray job submit shows a failed job's log twice)
     errors = sorted({line for line in job.stdout.splitlines() if line.startswith("error: ")})
     assert len(errors) == 1, job.stdout[-4000:]

@@ -2,7 +2,7 @@
 search whose trial fails (slow, Ray).
 
 The Ray tests run ``python -m search.run`` in a subprocess with the cheap fake trial of
-tests/search/fakes.py plugged in through the documented testing hook ``LRL_TRIAL_FN``.
+tests/search/fakes.py plugged in through the tests' backend (``LRL_TRIAL_FN``, tests/search/backend.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240, **kwargs):
-    """``python -m search.run ARGS`` from the repository root with test-friendly settings."""
+    """``python -m search.run ARGS`` from the repository root with test-friendly settings, through the
+    tests' backend (`tests.search.backend`: the hooks ``env`` names, such as ``LRL_TRIAL_FN``)."""
     full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
                 "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=REPO, env=full_env,
+    return subprocess.run([sys.executable, "-m", "tests.search.backend", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

@@ -4,7 +4,7 @@ few training steps, so that a trial takes seconds.
 One search is killed three times, each at a point a real run meets, and resumed each time without the
 ``--set`` it started with: SIGKILL of the driver while it adapts the teacher, SIGKILL of the driver while
 a trial distils, and the driver killed just after a trial finished but before its MLflow run is
-complete (testing hook ``LRL_CRASH_AT=trial-run-open``). The last resume must end with exactly
+complete (``LRL_CRASH_AT=trial-run-open``, tests/search/backend.py). The last resume must end with exactly
 ``num_samples`` finished trial runs, none repeated, none lost, the Pareto tags right and no leftovers
 of the killed builds. A second search has a Ray worker SIGKILLed while it distils: the trial is retried
 within ``search.max_failures`` and the search goes on.
@@ -79,12 +79,13 @@ def teacher(tmp_path_factory, maltese_sentences) -> Path:
 
 
 class Driver:
-    """``python -m search.run`` in its own session, its output in a log file."""
+    """``python -m search.run`` (through the tests' backend, for ``LRL_CRASH_AT``) in its own session, its
+    output in a log file."""
 
     def __init__(self, log: Path, *args: str, env: dict[str, str] | None = None):
         self.log = log
         self.out = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.search.backend", *args], cwd=REPO,
                                      env={**os.environ, **ENV, **(env or {})}, stdout=self.out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 

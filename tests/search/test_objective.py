@@ -72,7 +72,9 @@ def test_run_one_without_ray(tmp_path, monkeypatch):
     from search.prepare import run_one
     from search.spec import load_spec
 
-    monkeypatch.setenv("LRL_TRIAL_FN", "tests.search.fakes:fake_trial")
+    from tests.search.backend import use_fake_trials
+
+    use_fake_trials("tests.search.fakes:fake_trial", monkeypatch.setattr)
     spec = load_spec(write_spec(tmp_path))
     outcome = run_one(spec, Candidate(2, 16, 32, 100))
     assert outcome["feasible"] and outcome["metrics"]["params"] == student_parameters(TEACHER_CONFIG, Candidate(2, 16, 32, 100))

@@ -21,7 +21,7 @@ NUM_SAMPLES = 6
 def start_cli(*args: str, env: dict[str, str], log) -> subprocess.Popen:
     full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
                 "PYTHONPATH": str(REPO), **env}
-    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "tests.search.backend", *args], cwd=REPO, env=full_env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

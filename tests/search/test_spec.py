@@ -362,8 +362,8 @@ def test_fidelity_defaults():
 
 
 def test_rung_evaluation_caps_the_evaluation_below_the_top_rung(tmp_path, monkeypatch):
-    from search.objective import TRIAL_FN_ENV
-    from search.prepare import prepare
+    import search.prepare
+    from tests.search.backend import use_fake_trials
 
     fidelity = {"min_steps": 10, "max_steps": 90, "rung_evaluation": {"seeds": 1, "epochs": 2, "max_train_examples": 50}}
     evaluation = {"seeds": [3, 4], "pos": {"epochs": 1}, "ner": {"max_train_examples": 20}}
@@ -377,7 +377,7 @@ def test_rung_evaluation_caps_the_evaluation_below_the_top_rung(tmp_path, monkey
         load_spec(write_spec(tmp_path / "bad", minimal(search={"fidelity": {**fidelity, "rung_evaluation": {"epochs": 0}}})))
     with pytest.raises(SpecError, match=r"search.fidelity.rung_evaluation.epoch: unknown key; expected one of: seeds, epochs, max_train_examples"):
         load_spec(write_spec(tmp_path / "typo", minimal(search={"fidelity": {**fidelity, "rung_evaluation": {"epoch": 1}}})))
-    monkeypatch.setenv(TRIAL_FN_ENV, "tests.search.fakes:fake_trial")  # prepare without teacher or preflight
-    context, _ = prepare(spec)
+    use_fake_trials("tests.search.fakes:fake_trial", monkeypatch.setattr)  # prepare without teacher or preflight
+    context, _ = search.prepare.prepare(spec)
     assert context.rungs == (10, 30, 90) and context.plan.rung_evaluation == cheap
     assert context.plan.evaluation == spec.evaluation
