@@ -165,6 +165,7 @@ class _Trial:
 def replay(table: dict, spec, strategy: Strategy, seed: int) -> Run:
     """Replay ``strategy`` once on ``table``, its sampler seeded with ``seed``; it ends when every
     candidate of the space has been proposed once."""
+    from search.sampler import distributions
     from search.space import label, to_candidate
 
     rows = {_label(r): r for r in space_students(table)}
@@ -176,13 +177,14 @@ def replay(table: dict, spec, strategy: Strategy, seed: int) -> Run:
         study, queue = None, queue if strategy.kind == "screen" else queue[: math.ceil(len(queue) / REDUCTION_FACTOR)]
     else:
         study, queue = _study(spec, strategy.sampler, seed), None
+    space = distributions(spec)
     for number in range(len(rows)):
         if queue is not None:
             if number >= len(queue):
                 break
             trial, row = None, queue[number]
         else:
-            trial = study.ask(_distributions(spec))
+            trial = study.ask(space)
             row = rows[label(to_candidate(trial.params))]
         if scheduler is None or _climb(scheduler, clock, row, strategy, f"t{number}"):
             clock.build(row, strategy.rungs[-1])
@@ -244,12 +246,6 @@ def _study(spec, sampler: str, seed: int):
         chosen = make_sampler(spec.model_copy(update={"search": settings}), {})
     directions = ["maximize" if o.direction == "max" else "minimize" for o in spec.objectives]
     return optuna.create_study(directions=directions, sampler=chosen)
-
-
-def _distributions(spec):
-    from search.sampler import distributions
-
-    return distributions(spec)
 
 
 def _tell(study, trial, spec, row: dict | None) -> None:

@@ -179,8 +179,8 @@ def screen_space(spec: Spec, context: Any, folder: Path, tracker: Any) -> list[d
     signal (Ray tasks; the ones ``folder``'s screening record holds are not screened again), ranked
     best first (`search.screening.ranked`), logged to the search's run; returns the sampled values of
     the ranked candidates, for the first trials."""
-    from search.screening import SCREEN_FILE, format_screening, ranked, read_screening, write_screening
     from pipeline.signals import SIGNALS
+    from search.screening import SCREEN_FILE, format_screening, ranked, read_screening, write_screening
     from search.space import size_table
     from search.tuner import screen
 
@@ -203,7 +203,7 @@ def screen_space(spec: Spec, context: Any, folder: Path, tracker: Any) -> list[d
                           build_cpu_s=result["build_cpu_s"], signal_cpu_s=result["signal_cpu_s"])
             logger.info("screened %s: %s %.4f (%d of %d)", name, cfg.signal, result["value"], len(done) + 1, total)
         done[name] = record
-        write_screening(path, cfg.signal, better, ranked(done.values(), better))
+        write_screening(path, cfg.signal, better, done.values())  # kept as it goes; ranked once at the end
     order = ranked(done.values(), better)
     write_screening(path, cfg.signal, better, order)
     logger.info("%s", format_screening(order, cfg.signal))

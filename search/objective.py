@@ -86,7 +86,7 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
     plan = dataclasses.replace(context.plan, candidate=candidate, rung=rung, rungs=context.rungs if rung is not None else ())
     if full_scoring:
         plan = dataclasses.replace(plan, rung_evaluation=None)
-    result = _trial_fn(context)(plan, progress)
+    result = _pipeline_fn(context, "run_trial")(plan, progress)
     if rung is not None and context.rungs:  # what the card and the run say of the training and scoring
         result = {**result, "fidelity": {"rung": rung, "of": max(context.rungs), "rescored": full_scoring,
                                          "scoring": "full" if plan.scoring is plan.evaluation else "rung evaluation"}}
@@ -112,18 +112,15 @@ def screen_candidate(context: TrialContext, candidate: Candidate, signal: str, e
     """``candidate``'s student at rung 0 and its cheap ``signal`` (`pipeline.trial.screen_student`), its
     last distillation keyed like the search's rungs."""
     plan = dataclasses.replace(context.plan, candidate=candidate, rungs=context.rungs)
+    return _pipeline_fn(context, "screen_student")(plan, signal, evaluation, cfg, progress)
+
+
+def _pipeline_fn(context: TrialContext, name: str) -> Callable[..., dict]:
+    """`pipeline.trial`'s ``name``, or with ``context.trial_fn`` its stand-in: the named function for
+    ``run_trial``, that module's function of the same name otherwise."""
     if context.trial_fn:
-        module = importlib.import_module(context.trial_fn.partition(":")[0])
-        return module.screen_student(plan, signal, evaluation, cfg, progress)
-    from pipeline.trial import screen_student
+        module, _, function = context.trial_fn.partition(":")
+        return getattr(importlib.import_module(module), function if name == "run_trial" else name)
+    from pipeline import trial
 
-    return screen_student(plan, signal, evaluation, cfg, progress)
-
-
-def _trial_fn(context: TrialContext) -> Callable[..., dict]:
-    if context.trial_fn:
-        module, _, name = context.trial_fn.partition(":")
-        return getattr(importlib.import_module(module), name)
-    from pipeline.trial import run_trial
-
-    return run_trial
+    return getattr(trial, name)

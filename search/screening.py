@@ -8,7 +8,8 @@ so the first trials spread along the front of small and promising students. A ca
 screening failed comes last, in the space's order.
 
 The record (``screening.json`` in the experiment's folder) is written after every candidate, through a
-temporary file and a rename; a resumed search screens only the candidates it lacks.
+temporary file and a rename, and ranked best first once every candidate is in; a resumed search
+screens only the candidates it lacks.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def read_screening(path: Path, signal: str) -> dict[str, dict[str, Any]]:
 
 
 def write_screening(path: Path, signal: str, better: str, records: Iterable[Mapping[str, Any]]) -> None:
-    """The records, best first, as JSON in ``path`` (never half-written)."""
+    """The records, in their order, as JSON in ``path`` (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
