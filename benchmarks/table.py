@@ -79,7 +79,8 @@ class Setup:
     finetune_lr: float = 5e-4  # pilot: full fine-tuning's learning rate (the benchmark's first run)
 
 
-def _setup(name: str) -> Setup:
+def setup_named(name: str) -> Setup:
+    """The table setup of a scale (``quick`` or ``cpu``)."""
     scale = maltese.SCALES[name]
     t = scale.teacher
     paper = maltese.paper_path(scale)
@@ -183,10 +184,10 @@ def _own_costs(table: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- the spec and the teacher
-def _spec(setup: Setup, work: Path, data: Path, evaluation: EvalConfig, pretrain_steps: int):
+def spec_file(setup: Setup, work: Path, data: Path, evaluation: EvalConfig, pretrain_steps: int) -> Path:
+    """The tool's spec of the table (written under ``work``): its space, its teacher pretrained
+    ``pretrain_steps``, ``evaluation``, and its rungs as the search's fidelity."""
     import yaml
-
-    from search.spec import load_spec
 
     scale = dataclasses.replace(setup.scale, evaluation=evaluation,
                                 pretrain=dataclasses.replace(setup.scale.pretrain, steps=pretrain_steps))
@@ -199,7 +200,13 @@ def _spec(setup: Setup, work: Path, data: Path, evaluation: EvalConfig, pretrain
                                   "rung_evaluation": setup.rung_evaluation}
     path = work / f"table-spec-{pretrain_steps}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return load_spec(path)
+    return path
+
+
+def _spec(setup: Setup, work: Path, data: Path, evaluation: EvalConfig, pretrain_steps: int):
+    from search.spec import load_spec
+
+    return load_spec(spec_file(setup, work, data, evaluation, pretrain_steps))
 
 
 def _teacher(spec, steps: int | None = None) -> str:
@@ -227,6 +234,13 @@ def protocol_options(setup: Setup) -> dict[str, tuple[EvalConfig, tuple[str, ...
     return {"adapter": (base, TASKS), "adapter-mean": (pooled(base), ("topic", "sentiment")),
             "finetune": (finetune, TASKS), "finetune-mean": (pooled(finetune), ("topic", "sentiment")),
             "adapter-half-epochs": (halved, TASKS)}
+
+
+def chosen_protocol(table: dict, setup: Setup) -> tuple[EvalConfig, int]:
+    """The evaluation and pretraining length the table's pilots chose on dev (`decide_protocol`)."""
+    protocol = table["protocol"]
+    config, _ = protocol_options(setup)[protocol["decision"]["option"]]
+    return dataclasses.replace(config, seeds=setup.scale.evaluation.seeds), protocol["pretraining"]["steps"]
 
 
 def pilot_score(pilots: list[dict], options: dict, model: str, option: str, task: str) -> float:
@@ -313,7 +327,7 @@ def _student_job(args) -> dict:
     from pipeline.trial import build_student, evaluate_model
     from search.space import label
 
-    setup = _setup(setup_name)
+    setup = setup_named(setup_name)
     plan0 = context.plan
     heldout = _heldout(plan0)
     out, builds = [], []
@@ -573,10 +587,7 @@ class Run:
         self.phase("pilots", t)
 
     def protocol(self) -> tuple[EvalConfig, int]:
-        protocol = self.table["protocol"]
-        config, _ = protocol_options(self.setup)[protocol["decision"]["option"]]
-        seeds = self.setup.scale.evaluation.seeds
-        return dataclasses.replace(config, seeds=seeds), protocol["pretraining"]["steps"]
+        return chosen_protocol(self.table, self.setup)
 
     def _random(self, spec) -> str:
         from pipeline.trial import build_teacher
@@ -767,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     name = "quick" if args.quick else "cpu"
-    setup = _setup(name)
+    setup = setup_named(name)
     work = (args.work or REPO / "benchmarks" / "work" / f"table-{name}").resolve()
     out = (args.out or (work / "maltese-table-quick.json" if args.quick else
                         REPO / "benchmarks" / "results" / "maltese-table-cpu.json")).resolve()

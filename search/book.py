@@ -73,7 +73,8 @@ def trial_metrics(result: Mapping[str, Any], teacher: Mapping[str, float] | None
     ``params``, ``disk_mb``, ``quality``, ``latency_ms``, one score per task (named by the task; dev
     scores, what the search selects on), ``test_quality`` and ``test_<task>`` (reported, never used
     to select), ``drop_<metric>`` (teacher minus student) and ``drop_<metric>_rel`` (that over the teacher's
-    score) for quality and every task, ``compression``, ``time_<stage>`` seconds.
+    score) for quality and every task, ``compression``, ``time_<stage>`` seconds and ``cpu_s`` (the CPU seconds the trial's process
+    spent: its builds, the cached ones costing nothing, its evaluation and latency).
     """
     metrics: dict[str, float] = {}
     for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms"):
@@ -86,6 +87,9 @@ def trial_metrics(result: Mapping[str, Any], teacher: Mapping[str, float] | None
     for stage, seconds in (result.get("timings") or {}).items():
         if _finite(seconds):
             metrics[f"time_{stage}"] = float(seconds)
+    spent = [seconds for seconds in (result.get("cpu_s") or {}).values() if _finite(seconds)]
+    if spent:  # what this trial computed; a build found in the stage cache costs it nothing
+        metrics["cpu_s"] = float(sum(spent))
     for key, reference in (teacher or {}).items():
         if key in metrics and _finite(reference) and key not in ("params", "disk_mb", "latency_ms"):
             metrics[f"drop_{key}"] = reference - metrics[key]

@@ -153,7 +153,7 @@ def test_tabulation_refuses_a_foreign_table(tmp_path, shared_data):
     assert out.read_text() == before and not (tmp_path / "work").exists()
     import table as tabulation
 
-    theirs = tabulation.new_table(tabulation._setup("cpu"))  # the CPU table is another setup than --quick's
+    theirs = tabulation.new_table(tabulation.setup_named("cpu"))  # the CPU table is another setup than --quick's
     out.write_text(json.dumps(theirs), encoding="utf-8")
     proc = _cli(str(REPO / "benchmarks" / "table.py"), "--quick", "--data", str(shared_data), "--work",
                 str(tmp_path / "work"), "--out", str(out))

@@ -1,0 +1,247 @@
+"""A live search of the Maltese table's space, run once through the service, set against the replay.
+
+    python benchmarks/live_search.py --table benchmarks/results/maltese-table-cpu.json --data ../shared/data \\
+        --replay benchmarks/results/replay-maltese-table-2026-12-04.json --out live.json
+
+The replay (`replay.py`) says what a strategy would cost and find from the table's measurements; this
+runs the strategy for real. The search is `search.driver.search` on the table's own spec (its teacher,
+stage settings, evaluation protocol and space, `table.spec_file`), with ``search.screen`` by the
+replay's signal (``--signal``, default ``capped`` with the table's rung evaluation and signal settings)
+and no multi-fidelity: every candidate is built to rung 0 and scored, then ``--samples`` trials train
+and evaluate in full, best first, two at a time on one core each, as the table was built.
+
+The teacher is built (or found in ``--work``'s stage cache) before the search and is not counted, as in
+the replay. Every cost comes from the search's own records, never from its log: the screening record
+(``screening.json``: each candidate's build and signal CPU seconds) and each trial's ``cpu_s`` metric
+(the CPU seconds its process spent; a build found in the stage cache costs nothing). Trials are counted
+in the order they finished. Hypervolumes use the replay's reference point and exhaustive front
+(`replay.Measure`), so the figures compare with the replay's: the cost to reach 95% of the exhaustive dev
+hypervolume (a fraction of the exhaustive cost), the dev hypervolume at the end, and the test
+hypervolume at the paper path's cost and at twice it. Each trial's dev and test scores are also set
+beside the table's for the same candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import analyse_table  # noqa: E402
+import replay  # noqa: E402
+import table as tables  # noqa: E402
+from maltese_data import prepare_text  # noqa: E402
+from provenance import provenance, write_json  # noqa: E402
+
+from pipeline.errors import UsageError  # noqa: E402
+
+log = logging.getLogger("live_search")
+
+
+def live_spec(table: dict, setup, work: Path, data: Path, signal: str, samples: int):
+    """The table's spec as a screened search of ``samples`` trials in full, its folders under ``work``."""
+    import yaml
+
+    from search.spec import load_spec
+
+    evaluation, steps = tables.chosen_protocol(table, setup)
+    path = tables.spec_file(setup, work, data, evaluation, steps)
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    search = spec["search"]
+    search.pop("fidelity", None)  # the replay's screen strategy trains every trial in full
+    search.update(num_samples=samples, max_concurrent=2, resources={"cpu": 1},
+                  screen={"signal": signal, "evaluation": setup.rung_evaluation,
+                          "settings": dataclasses.asdict(setup.signals)})
+    live = work / "live-spec.yaml"
+    live.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return load_spec(live)
+
+
+def table_rows(table: dict) -> dict[str, dict]:
+    """The table's students of its space by the search's label of their candidate."""
+    return {_name(row): row for row in analyse_table.space_students(table)}
+
+
+def _name(row: dict) -> str:
+    """The search's label of a table row's candidate (`search.space.label`)."""
+    from pipeline.config import Candidate
+    from search.space import label
+
+    return label(Candidate(**row["candidate"]))
+
+
+def timeline(screening: list[dict], records: list[dict]) -> tuple[float, list[tuple[float, dict]]]:
+    """The screening's CPU seconds and, per finished trial in the order it finished, the CPU seconds
+    spent up to its end (screening included) and its record."""
+    screened = sum((r.get("build_cpu_s") or 0.0) + (r.get("signal_cpu_s") or 0.0) for r in screening)
+    clock, out = screened, []
+    for record in records:
+        if record["failed"]:
+            continue
+        clock += record["metrics"].get("cpu_s", 0.0)
+        out.append((clock, record))
+    return screened, out
+
+
+def summarise(table: dict, measure, screening: list[dict], records: list[dict], replayed: dict | None,
+              signal: str) -> dict:
+    from search.space import label
+    from pipeline.config import Candidate
+
+    known = table_rows(table)
+    tasks = analyse_table.tasks_of(table)
+    screened, steps = timeline(screening, records)
+    rows, trials = [], []
+    for clock, record in steps:
+        name = label(Candidate(**record["params"]))
+        metrics = record["metrics"]
+        row = {"name": name, "params": int(metrics["params"]), "dev": {t: metrics[t] for t in tasks},
+               "test": {t: metrics[f"test_{t}"] for t in tasks}}
+        rows.append((clock, row))
+        theirs = known.get(name)
+        trials.append({"trial": record["id"], "name": name, "params": row["params"], "cpu_s": metrics.get("cpu_s"),
+                       "clock_s": round(clock, 1), "dev": analyse_table.quality(row), "test": analyse_table.quality(row, "test"),
+                       "table_dev": analyse_table.quality(theirs) if theirs else None,
+                       "table_test": analyse_table.quality(theirs, "test") if theirs else None})
+    reached = None
+    for i, (clock, _) in enumerate(rows):
+        if measure.hv([r for _, r in rows[: i + 1]], "dev") >= replay.TARGET * measure.exhaustive_dev:
+            reached = clock / measure.exhaustive_cost
+            break
+    evaluated = [r for _, r in rows]
+
+    def test_hv_at(budget: float) -> float:
+        found = [r for clock, r in rows if clock <= budget]
+        front = analyse_table.dev_front(found)
+        return measure.hv([r for r in found if r["name"] in front], "test") / measure.paper_test
+
+    order = [r["label"] for r in screening]
+    table_signal = {name: row["signals"][signal]["0"] for name, row in known.items()}
+    table_order = [r["label"] for r in replay_order(table, signal)]
+    same = [abs(t["dev"] - t["table_dev"]) for t in trials if t["table_dev"] is not None]
+    result = {
+        "signal": signal, "trials": len(rows), "screened": len(screening),
+        "screening_cpu_s": round(screened, 1), "screening_vs_exhaustive": round(screened / measure.exhaustive_cost, 4),
+        "spent_cpu_s": round(rows[-1][0] if rows else screened, 1),
+        "spent_vs_exhaustive": round((rows[-1][0] if rows else screened) / measure.exhaustive_cost, 4),
+        "to_95": None if reached is None else round(reached, 4),
+        "dev_hv_vs_exhaustive": round(measure.hv(evaluated, "dev") / measure.exhaustive_dev, 4) if evaluated else 0.0,
+        "test_hv_vs_paper": {f"{k}x": round(test_hv_at(k * measure.paper_cost), 4) for k in (1, 2)},
+        "screening_order": order, "table_order": table_order,
+        "screening_values": {r["label"]: r.get("value") for r in screening},
+        "table_signal_values": table_signal,
+        "rank_agreement": _kendall(order, table_order),
+        "dev_abs_diff_vs_table": {"mean": round(statistics.fmean(same), 4), "max": round(max(same), 4)} if same else None,
+        "trial_rows": trials,
+    }
+    if replayed:
+        strategy = replayed["strategies"].get(f"screen-{signal}")
+        if strategy:
+            result["replay"] = {k: strategy[k] for k in ("to_95_median", "to_95_range", "test_hv_vs_paper_1x_range",
+                                                         "test_hv_vs_paper_2x_range")}
+    return result
+
+
+def replay_order(table: dict, signal: str) -> list[dict]:
+    """The replay's screening order of the table's students (`search.screening.ranked`)."""
+    from search.screening import ranked
+
+    rows = analyse_table.space_students(table)
+    records = [{"label": _name(r), "value": r["signals"][signal]["0"], "params": r["params"]} for r in rows]
+    return ranked(records, table["signals"][signal])
+
+
+def _kendall(a: list[str], b: list[str]) -> float | None:
+    """Kendall's tau between two orders of the same names (None when they share fewer than two)."""
+    from scipy.stats import kendalltau
+
+    common = [n for n in a if n in set(b)]
+    if len(common) < 2:
+        return None
+    return round(float(kendalltau([a.index(n) for n in common], [b.index(n) for n in common]).statistic), 4)
+
+
+def render(result: dict) -> str:
+    lines = [f"live search, screened by {result['signal']}: {result['screened']} candidates screened for "
+             f"{result['screening_cpu_s']:,.0f} CPU s ({result['screening_vs_exhaustive']:.3f} of the exhaustive cost), "
+             f"{result['trials']} trials, {result['spent_cpu_s']:,.0f} CPU s in all ({result['spent_vs_exhaustive']:.3f})",
+             f"screening order against the replay's (Kendall tau): {result['rank_agreement']}"]
+    if result["dev_abs_diff_vs_table"]:
+        d = result["dev_abs_diff_vs_table"]
+        lines.append(f"trials' dev quality against the table's for the same candidate: mean |diff| {d['mean']:.4f}, "
+                     f"max {d['max']:.4f}")
+    lines += ["", "| # | student | params | CPU s | clock | dev | table dev | test | table test |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, t in enumerate(result["trial_rows"], 1):
+        td = "-" if t["table_dev"] is None else f"{t['table_dev']:.4f}"
+        tt = "-" if t["table_test"] is None else f"{t['table_test']:.4f}"
+        lines.append(f"| {i} | {t['name']} | {t['params']:,} | {t['cpu_s']:,.0f} | {t['clock_s']:,.0f} | {t['dev']:.4f} | "
+                     f"{td} | {t['test']:.4f} | {tt} |")
+    to = "never" if result["to_95"] is None else f"{result['to_95']:.3f}"
+    lines += ["", f"live: 95% of the exhaustive dev hypervolume at {to} of the exhaustive cost; dev hypervolume at the "
+                  f"end {result['dev_hv_vs_exhaustive']:.3f} of the exhaustive; test hypervolume against the paper "
+                  f"path's at 1x its cost {result['test_hv_vs_paper']['1x']:.3f}, at 2x {result['test_hv_vs_paper']['2x']:.3f}"]
+    if "replay" in result:
+        r = result["replay"]
+        lines.append(f"replay of screen-{result['signal']}: 95% at {r['to_95_median']} (range {r['to_95_range']}); test "
+                     f"hypervolume at 1x {r['test_hv_vs_paper_1x_range']}, at 2x {r['test_hv_vs_paper_2x_range']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", required=True, type=Path, help="a table of benchmarks/table.py")
+    parser.add_argument("--data", required=True, type=Path, help="the shared data folder (the one holding mt/)")
+    parser.add_argument("--replay", type=Path, help="the replay's JSON, to set the live figures beside")
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work/live-search"),
+                        help="the search's folders and stage cache (default benchmarks/work/live-search)")
+    parser.add_argument("--signal", default="capped", choices=("capped", "probe", "mlm"))
+    parser.add_argument("--samples", type=int, default=8, help="trials in full after screening (default 8)")
+    parser.add_argument("--scale", default="cpu", choices=("quick", "cpu"), help="the table's setup")
+    parser.add_argument("--out", type=Path, help="also write the result as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        setup = tables.setup_named(args.scale)
+        table = tables.load_table(args.table, setup)
+        if table is None:
+            raise UsageError(f"{args.table}: no such table")
+        replayed = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else None
+        work = args.work.resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / "text" / "corpus.txt").is_file():
+            prepare_text(args.data.resolve(), work / "text")
+        spec = live_spec(table, setup, work, args.data.resolve(), args.signal, args.samples)
+    except (UsageError, OSError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from search.driver import search
+    from search.prepare import prepare
+    from search.screening import SCREEN_FILE, read_screening
+
+    started = time.time()
+    t = time.time()
+    prepare(spec)  # the teacher and its reference, outside the search's clock (cached for the search)
+    teacher_s = time.time() - t
+    outcome = search(spec)
+    folder = Path(spec.search.storage_path) / outcome.name
+    screening = list(read_screening(folder / SCREEN_FILE, args.signal).values())
+    result = summarise(table, replay.Measure(table), screening, outcome.records, replayed, args.signal)
+    result = {**provenance(["benchmarks/live_search.py", *(argv if argv is not None else sys.argv[1:])]),
+              "table": str(args.table), "teacher_wall_s": round(teacher_s, 1), "search_wall_s": round(outcome.seconds, 1),
+              "wall_s": round(time.time() - started, 1), **result}
+    print(render(result))
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
