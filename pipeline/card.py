@@ -20,8 +20,9 @@ The card data is a JSON-able dict; every key but ``name`` may be missing:
 - ``notes``: sentences about the stages a reader should know of (a vocabulary trimmed to fewer tokens
   than asked), shown under the lineage;
 - ``fidelity``: a multi-fidelity student's ``{"rung", "of", "scoring", "rescored"}``: its last
-  distillation trained ``rung`` steps of an ``of``-step schedule, and its scores came from the full
-  evaluation or the search's cheaper rung evaluation (``rescored``: scored in full after the search).
+  distillation trained ``rung`` steps of an ``of``-step schedule, and ``scoring`` says how it was
+  scored: ``full``, ``rung evaluation`` (the search's cheaper one) or ``signal <name>`` (a cheap
+  signal instead of the tasks); ``rescored``: scored in full after the search.
 """
 
 from __future__ import annotations
@@ -165,10 +166,17 @@ def _summary(data: Mapping[str, Any]) -> str:
              f"Gurgurov et al. 2025). Shape (layers/hidden/FFN/vocabulary): {shape}."]
     fidelity = data.get("fidelity") or {}
     if fidelity:
-        scored = ("in full after the search (rescored)" if fidelity.get("rescored") else
-                  "in full" if fidelity.get("scoring") == "full" else "with the search's cheaper rung evaluation")
+        scoring = str(fidelity.get("scoring") or "")
+        if fidelity.get("rescored"):
+            scored = "its scores were taken in full after the search (rescored)"
+        elif scoring == "full":
+            scored = "its scores were taken in full"
+        elif scoring.startswith("signal "):
+            scored = f"it was not evaluated on the tasks: the search ranked it by its {scoring.split()[1]} signal"
+        else:
+            scored = "its scores were taken with the search's cheaper rung evaluation"
         lines.append(f"Multi-fidelity: its last distillation trained {fidelity['rung']:,} steps of a "
-                     f"{fidelity['of']:,}-step schedule (rung {fidelity['rung']:,}); its scores were taken {scored}.")
+                     f"{fidelity['of']:,}-step schedule (rung {fidelity['rung']:,}); {scored}.")
     source = data.get("source") or {}
     if source:
         lines.append("Source: " + ", ".join(f"{key} `{value}`" for key, value in source.items() if value) + ".")

@@ -29,8 +29,8 @@ from pipeline.modeldir import check_model_dir, read_json
 from pipeline.plan import Step, TrialPlan, input_key, plan_from_dict, plan_steps
 from pipeline.sizes import parameter_groups
 
-__all__ = ["build_student", "build_teacher", "evaluate_model", "prepare_teacher", "run_trial", "screen_student",
-           "teacher_reference"]
+__all__ = ["build_student", "build_teacher", "evaluate_model", "prepare_teacher", "run_trial", "score_student",
+           "screen_student", "teacher_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -218,20 +218,54 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
     return result
 
 
-def screen_student(plan: TrialPlan, signal: str, evaluation: EvalConfig | None, cfg: SignalConfig,
-                   progress: Progress | None = None) -> dict:
-    """The candidate's student at rung 0 and one cheap signal of it (`pipeline.signals.measure`).
-
-    Rung 0 is the student after its training-free stages, before its last distillation trains (the
-    stages before that one, such as the depth distillation, are built in full and shared through the
-    cache as in any trial). The builds are keyed like a multi-fidelity rung of ``plan.rungs`` (when the
-    plan has none, of a one-step schedule: nothing trains at rung 0 either way).
+def score_student(plan: TrialPlan, signal: str, evaluation: EvalConfig | None, cfg: SignalConfig,
+                  progress: Progress | None = None, *, latency: bool = False) -> dict:
+    """Build the candidate's student (at ``plan.rung`` of ``plan.rungs`` under multi-fidelity) and take
+    one cheap signal of it (`pipeline.signals.measure`) instead of the full evaluation.
 
     Args:
         plan: the trial plan with its candidate.
         signal: ``mlm``, ``probe`` or ``capped`` (``distill`` needs a teacher trimmed like each student).
         evaluation: the capped evaluation (``capped``).
         cfg: how held-out losses and probes are taken.
+        latency: also measure the student's latency as `run_trial` does (``latency_ms``).
+
+    Returns:
+        `build_student`'s dict and ``signal``: ``{"name", "value", "better", "parts", "cpu_s"}``; ``timings``
+        and ``cpu_s`` also hold ``signal`` (and ``latency``).
+
+    Raises:
+        UsageError: for an impossible candidate, bad data, or a signal this function does not take.
+    """
+    from pipeline.signals import measure
+
+    if signal not in ("mlm", "probe", "capped"):
+        raise UsageError(f"a student is scored cheaply by mlm, probe or capped, not {signal!r}")
+    result = build_student(plan, progress)
+    heldout = _Texts(plan.corpus, plan.heldout).heldout if signal == "mlm" else None
+    measured = measure(signal, result["model_dir"], heldout=heldout, tasks=plan.tasks, evaluation=evaluation, cfg=cfg,
+                       device=plan.device)
+    result["signal"] = {"name": signal, "value": measured["value"], "better": measured["better"],
+                        "parts": measured["parts"], "cpu_s": measured["cpu_s"]}
+    result["timings"]["signal"], result["cpu_s"]["signal"] = measured["wall_s"], measured["cpu_s"]
+    if progress:
+        progress(f"{signal}: {measured['value']:.4f} in {measured['cpu_s']:.1f} CPU s")
+    if latency:
+        started, cpu = time.perf_counter(), time.process_time()
+        result["latency_ms"] = _latency(result["model_dir"], plan.latency, plan.device)
+        result["timings"]["latency"] = round(time.perf_counter() - started, 3)
+        result["cpu_s"]["latency"] = round(time.process_time() - cpu, 3)
+    return result
+
+
+def screen_student(plan: TrialPlan, signal: str, evaluation: EvalConfig | None, cfg: SignalConfig,
+                   progress: Progress | None = None) -> dict:
+    """The candidate's student at rung 0 and one cheap signal of it (`score_student`).
+
+    Rung 0 is the student after its training-free stages, before its last distillation trains (the
+    stages before that one, such as the depth distillation, are built in full and shared through the
+    cache as in any trial). The builds are keyed like a multi-fidelity rung of ``plan.rungs`` (when the
+    plan has none, of a one-step schedule: nothing trains at rung 0 either way).
 
     Returns:
         ``{"value", "better", "params", "parts", "build_cpu_s" (this process's CPU seconds building),
@@ -240,20 +274,12 @@ def screen_student(plan: TrialPlan, signal: str, evaluation: EvalConfig | None, 
     Raises:
         UsageError: for an impossible candidate, bad data, or a signal this function does not take.
     """
-    from pipeline.signals import measure
-
-    if signal not in ("mlm", "probe", "capped"):
-        raise UsageError(f"screening takes the signals mlm, probe and capped, not {signal!r}")
     rungs = (0, max(plan.rungs)) if plan.rungs else (0, 1)
-    built = build_student(dataclasses.replace(plan, rung=0, rungs=rungs), progress)
-    heldout = _Texts(plan.corpus, plan.heldout).heldout if signal == "mlm" else None
-    measured = measure(signal, built["model_dir"], heldout=heldout, tasks=plan.tasks, evaluation=evaluation, cfg=cfg,
-                       device=plan.device)
-    if progress:
-        progress(f"screened: {signal} {measured['value']:.4f} in {measured['cpu_s']:.1f} CPU s")
-    return {"value": measured["value"], "better": measured["better"], "params": built["params"],
-            "parts": measured["parts"], "build_cpu_s": round(sum(b["cpu_s"] for b in built["builds"]), 3),
-            "signal_cpu_s": measured["cpu_s"], "model_dir": built["model_dir"], "builds": built["builds"]}
+    result = score_student(dataclasses.replace(plan, rung=0, rungs=rungs), signal, evaluation, cfg, progress)
+    measured = result["signal"]
+    return {"value": measured["value"], "better": measured["better"], "params": result["params"],
+            "parts": measured["parts"], "build_cpu_s": round(sum(b["cpu_s"] for b in result["builds"]), 3),
+            "signal_cpu_s": measured["cpu_s"], "model_dir": result["model_dir"], "builds": result["builds"]}
 
 
 def teacher_reference(teacher_dir: str, tasks: dict[str, TaskSource], evaluation: EvalConfig, cache_dir: str,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from pipeline.config import Candidate
 from search.pareto import pareto_front
+from search.schema import MODEL_METRICS
 from search.space import label
 
 __all__ = ["Sink", "TrialBook", "aliases", "last_line", "trial_metrics"]
@@ -74,7 +75,8 @@ def trial_metrics(result: Mapping[str, Any], teacher: Mapping[str, float] | None
     scores, what the search selects on), ``test_quality`` and ``test_<task>`` (reported, never used
     to select), ``drop_<metric>`` (teacher minus student) and ``drop_<metric>_rel`` (that over the teacher's
     score) for quality and every task, ``compression``, ``time_<stage>`` seconds and ``cpu_s`` (the CPU seconds the trial's process
-    spent: its builds, the cached ones costing nothing, its evaluation and latency).
+    spent: its builds, the cached ones costing nothing, its evaluation and latency), and
+    ``signal_<name>`` where a cheap signal scored it instead of the tasks (`pipeline.trial.score_student`).
     """
     metrics: dict[str, float] = {}
     for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms"):
@@ -87,11 +89,14 @@ def trial_metrics(result: Mapping[str, Any], teacher: Mapping[str, float] | None
     for stage, seconds in (result.get("timings") or {}).items():
         if _finite(seconds):
             metrics[f"time_{stage}"] = float(seconds)
+    measured = result.get("signal")
+    if isinstance(measured, Mapping) and _finite(measured.get("value")):  # a rung ranked by a cheap signal
+        metrics[f"signal_{measured['name']}"] = float(measured["value"])
     spent = [seconds for seconds in (result.get("cpu_s") or {}).values() if _finite(seconds)]
     if spent:  # what this trial computed; a build found in the stage cache costs it nothing
         metrics["cpu_s"] = float(sum(spent))
     for key, reference in (teacher or {}).items():
-        if key in metrics and _finite(reference) and key not in ("params", "disk_mb", "latency_ms"):
+        if key in metrics and _finite(reference) and key not in MODEL_METRICS:
             metrics[f"drop_{key}"] = reference - metrics[key]
             if reference:
                 metrics[f"drop_{key}_rel"] = (reference - metrics[key]) / reference
@@ -133,7 +138,10 @@ class TrialBook:
     def rung_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         """Remember a trial's objectives at a rung (logged with the trial when it ends)."""
         keys = [m for m, _ in self.objectives] + ["feasible"]
-        self.rungs.setdefault(trial_id, {})[int(result["rung"])] = {k: float(result[k]) for k in keys if k in result}
+        values: dict[str, Any] = {k: float(result[k]) for k in keys if k in result}
+        if result.get("signal"):  # the task objectives hold that signal at this rung
+            values["signal"] = str(result["signal"])
+        self.rungs.setdefault(trial_id, {})[int(result["rung"])] = values
 
     def rung_history(self) -> dict[int, dict[str, dict[str, float]]]:
         """``{rung: {trial id: objectives}}`` of every trial recorded so far, in the order they came."""
@@ -158,7 +166,7 @@ class TrialBook:
             return
         previous = self.records.get(trial_id)
         result = json.loads(report.get("result_json") or "{}")
-        if report.get("rung"):  # the last rung is in the report, whether or not its callback came
+        if report.get("rung") is not None:  # the last rung is in the report, whether or not its callback came
             self.rung_result(trial_id, report)
         rungs = self.rungs.pop(trial_id, {})
         record = {"id": trial_id, "run_id": previous["run_id"] if previous else None,
@@ -175,7 +183,7 @@ class TrialBook:
         record["finished"] = True
         self._apply(front)
         done = sum(r["finished"] and not r["failed"] for r in self.records.values())
-        at = f" (rung {record['rung']})" if record["rung"] else ""
+        at = f" (rung {record['rung']})" if record["rung"] is not None else ""
         logger.info("trial %d/%d %s %s%s: %s; Pareto front: %d", done, self.num_samples, trial_id, label(candidate),
                     at, _summary(record, self.objectives), len(front))
 
@@ -214,7 +222,7 @@ class TrialBook:
         tried: set[str] = set()
         while True:
             todo = sorted(t for t in self.front() if t not in tried and t in candidates
-                          and not self.records[t].get("rescored") and (self.records[t].get("rung") or top) < top)
+                          and not self.records[t].get("rescored") and _below(self.records[t], top))
             if not todo:
                 return sum(bool(r.get("rescored")) for r in self.records.values())
             logger.info("scoring %d front member(s) that stopped below the top rung again with the full evaluation: %s",
@@ -271,6 +279,11 @@ class TrialBook:
         members = self.members()
         self.tracker.register(members, aliases(members, self.objectives))
         self.tracker.plot(list(self.records.values()))
+
+
+def _below(record: Mapping[str, Any], top: int) -> bool:
+    """Whether a trial stopped below the top rung (rung 0 included; no rung: trained in full)."""
+    return record.get("rung") is not None and record["rung"] < top
 
 
 def _summary(record: Mapping[str, Any], objectives: Sequence[tuple[str, str]]) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from pipeline.config import Candidate
 from search.book import TrialBook, last_line
 from search.folders import check_writable, input_paths, leave_ray_package, search_folders
-from search.schema import Spec, slug
+from search.schema import MODEL_METRICS, Spec, slug
 from search.space import label
 
 __all__ = [
@@ -326,7 +326,7 @@ def _pareto_rows(members: list[dict[str, Any]], objectives, reference: dict[str,
     """Columns and rows of the Pareto table: one row per student (best first objective first), then the teacher."""
     metrics = []  # each objective; a score (dev, what the front is chosen on) is followed by its test score
     for metric, _ in objectives:
-        metrics += [metric] if metric in ("params", "disk_mb", "latency_ms") else [metric, f"test_{metric}"]
+        metrics += [metric] if metric in MODEL_METRICS else [metric, f"test_{metric}"]
     extra = [m for m in ("params", "quality", "test_quality", "disk_mb", "latency_ms", "drop_quality_rel")
              if m not in metrics]
     columns = ["trial", "layers", "ffn", "hidden", "vocab", "init", *metrics, *extra]

@@ -11,8 +11,8 @@ other objectives (the sampler's ``constraints_func`` ranks it last too). ``min_q
 ``feasible = False``. Infeasible trials are logged but never on the front.
 
 Testing: ``TrialContext.trial_fn = "module:function"`` replaces `pipeline.trial.run_trial` with a
-function of the same signature (that module's ``screen_student`` then stands in for
-`pipeline.trial.screen_student`), so the search machinery (failures, resume, cluster) can be tested
+function of the same signature (that module's ``screen_student`` and ``score_student`` then stand in
+for `pipeline.trial`'s), so the search machinery (failures, resume, cluster) can be tested
 with a cheap fake trial. Only the tests' backend sets it (tests/search/backend.py); the service reads
 no environment switch for it.
 """
@@ -26,8 +26,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.config import Candidate
+from pipeline.config import Candidate, SignalConfig
 from pipeline.plan import TrialPlan
+from search.schema import MODEL_METRICS
 from search.space import label, student_parameters
 
 __all__ = ["PENALTY", "TrialContext", "evaluate_candidate", "screen_candidate"]
@@ -48,6 +49,9 @@ class TrialContext:
         max_params, min_quality, max_latency_ms: the spec's constraints (None: no limit).
         trial_fn: ``module:function`` replacing `pipeline.trial.run_trial` (tests only), or None.
         rungs: the distillation steps of multi-fidelity's rungs (empty: every trial trains in full).
+        rung_signal: ``probe`` or ``mlm``: the signal that scores the rungs below the top one instead of
+            an evaluation (None: the plan's ``rung_evaluation``, or the full evaluation).
+        signal_settings: how held-out losses and probes are taken (with ``rung_signal``).
     """
 
     plan: TrialPlan
@@ -58,14 +62,18 @@ class TrialContext:
     max_latency_ms: float | None = None
     trial_fn: str | None = None
     rungs: tuple[int, ...] = ()
+    rung_signal: str | None = None
+    signal_settings: SignalConfig | None = None
 
 
 def evaluate_candidate(context: TrialContext, candidate: Candidate,
                        progress: Callable[[str], None] | None = None, rung: int | None = None,
                        full_scoring: bool = False) -> dict[str, Any]:
     """Run (or, when it breaks ``max_params``, only size) one candidate, at a rung of the search's
-    fidelity (``rung``; None: in full). ``full_scoring`` scores a lower rung with the full evaluation
-    instead of the plan's ``rung_evaluation`` (the search's final rescoring of its front).
+    fidelity (``rung``; None: in full). Below the top rung it is scored with ``context.rung_signal``
+    (`pipeline.trial.score_student`; each quality objective then reports the signal, larger is better:
+    minus a loss) or the plan's ``rung_evaluation``; ``full_scoring`` scores it with the full evaluation
+    instead (the search's final rescoring of its front).
 
     Returns:
         ``{"metrics": {objectives, params, quality, <task>: score (dev), test_quality, test_<task>,
@@ -86,14 +94,28 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
     plan = dataclasses.replace(context.plan, candidate=candidate, rung=rung, rungs=context.rungs if rung is not None else ())
     if full_scoring:
         plan = dataclasses.replace(plan, rung_evaluation=None)
-    result = _pipeline_fn(context, "run_trial")(plan, progress)
+    below_top = rung is not None and bool(context.rungs) and rung < max(context.rungs)
+    signal = context.rung_signal if below_top and not full_scoring else None
+    if signal:
+        latency = context.max_latency_ms is not None or any(m == "latency_ms" for m, _ in context.objectives)
+        result = _pipeline_fn(context, "score_student")(plan, signal, None, context.signal_settings, progress,
+                                                         latency=latency)
+    else:
+        result = _pipeline_fn(context, "run_trial")(plan, progress)
     if rung is not None and context.rungs:  # what the card and the run say of the training and scoring
+        scoring = f"signal {signal}" if signal else "full" if plan.scoring is plan.evaluation else "rung evaluation"
         result = {**result, "fidelity": {"rung": rung, "of": max(context.rungs), "rescored": full_scoring,
-                                         "scoring": "full" if plan.scoring is plan.evaluation else "rung evaluation"}}
+                                         "scoring": scoring}}
     metrics = {key: result[key] for key in ("params", "disk_mb", "quality", "test_quality", "latency_ms")
                if key in result}
     metrics.update(result.get("scores") or {})
     metrics.update({f"test_{task}": score for task, score in (result.get("test_scores") or {}).items()})
+    if signal:  # the rung ranks by the signal: each quality objective takes it, larger is better
+        measured = result["signal"]
+        oriented = measured["value"] if measured["better"] == "max" else -measured["value"]
+        for metric, _ in context.objectives:
+            if metric not in MODEL_METRICS:
+                metrics[metric] = measured["parts"].get(metric, oriented)
     for metric, _ in context.objectives:
         if metric not in metrics:
             raise KeyError(f"trial result has no objective {metric!r} (has {sorted(metrics)})")
@@ -101,7 +123,7 @@ def evaluate_candidate(context: TrialContext, candidate: Candidate,
         if value is None or not math.isfinite(float(value)):
             raise FloatingPointError(f"objective {metric} is {value} for {label(candidate)}")
     feasible = not (
-        (context.min_quality is not None and metrics.get("quality", -math.inf) < context.min_quality)
+        (context.min_quality is not None and not signal and metrics.get("quality", -math.inf) < context.min_quality)
         or (context.max_latency_ms is not None and metrics.get("latency_ms", math.inf) > context.max_latency_ms)
     )
     return {"metrics": metrics, "feasible": feasible, "result": result}

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import Candidate
-from pipeline.plan import TrialPlan, rung_steps
+from pipeline.plan import TrialPlan
 from pipeline.sizes import config_parameters
 from search.objective import TrialContext, evaluate_candidate
 from search.schema import Spec
+from search.space import fidelity_rungs
 from search.spec import teacher_config
 
 __all__ = ["materialise_synthetic", "prepare", "run_one", "trial_context"]
@@ -100,10 +101,14 @@ def trial_context(spec: Spec, teacher: str, config: dict[str, Any], trial_fn: st
     )
     constraints = spec.constraints
     fidelity = spec.search.fidelity
-    if fidelity is not None and fidelity.rung_evaluation is not None:
-        plan = dataclasses.replace(plan, rung_evaluation=fidelity.rung_evaluation.apply(spec.evaluation))
+    rungs: tuple[int, ...] = ()
+    if fidelity is not None:
+        if fidelity.rung_evaluation is not None:  # signal capped
+            plan = dataclasses.replace(plan, rung_evaluation=fidelity.rung_evaluation.apply(spec.evaluation))
+        rungs = fidelity_rungs(fidelity)
+    signal = fidelity.signal if fidelity is not None and fidelity.signal in ("probe", "mlm") else None
     return TrialContext(
-        rungs=rung_steps(fidelity.min_steps, fidelity.max_steps, fidelity.reduction_factor) if fidelity else (),
+        rungs=rungs, rung_signal=signal, signal_settings=fidelity.settings if signal else None,
         plan=plan, teacher_config=config, objectives=tuple((o.metric, o.direction) for o in spec.objectives),
         max_params=constraints.max_params, min_quality=constraints.min_quality,
         max_latency_ms=constraints.max_latency_ms, trial_fn=trial_fn,

@@ -103,6 +103,8 @@ def in_ray_package(path: Path) -> bool:
 SYNTHETIC_DIR_ENV = "LRL_SYNTHETIC_ROOT"
 
 BUILTIN_METRICS = ("quality", "params", "latency_ms", "disk_mb")
+# measured on the model itself; every other metric is a score on the tasks (a cheap signal stands in for those)
+MODEL_METRICS = ("params", "latency_ms", "disk_mb")
 
 # Licenses of well-known teachers (their model cards): a student is a derivative of its teacher's
 # weights, so by default it carries the teacher's license. Any other teacher defaults to "other",
@@ -359,6 +361,12 @@ class RungEvaluation(_Section):
                                    **tasks)
 
 
+# The cheap scoring both screening and multi-fidelity default to: the evaluation capped (the Maltese
+# table's rung evaluation, benchmarks/RESULTS.md), and how held-out losses and probes are taken.
+CHEAP_EVALUATION = RungEvaluation(seeds=1, epochs=2, max_train_examples=300)
+SIGNAL_SETTINGS = SignalConfig(heldout_lines=1000, probe_max_train=300)
+
+
 class Fidelity(_Section):
     """Multi-objective successive halving over distillation steps (see `search.tuner`).
 
@@ -368,14 +376,44 @@ class Fidelity(_Section):
     the depth one (`search.spec`). At each rung (``min_steps`` times powers of ``reduction_factor``
     while one is at most ``max_steps / reduction_factor``, then ``max_steps``) only the best
     ``1 / reduction_factor`` of the trials that reached it, by non-dominated rank and crowding
-    distance, continue from where they stopped. ``rung_evaluation`` makes the scoring below the top
-    rung cheaper (default: the full evaluation at every rung).
+    distance, continue from where they stopped. ``rung_zero`` adds a first rung at 0 steps: the
+    student after its training-free stages (prune, truncate, trim), before its last distillation trains.
+
+    ``signal`` ranks the trials at the rungs below the top one, which is always scored in full
+    (`pipeline.signals`): ``probe``, linear probes on frozen features (mean dev score; the default, the
+    best halving signal on dev in the Maltese table's replay, benchmarks/RESULTS.md; ``mlm`` for a spec
+    without tasks); ``mlm``, the masked-LM loss on held-out text (lower is better); ``capped``, the
+    evaluation with the caps of ``rung_evaluation`` (default: one seed, 2 epochs, 300 training
+    examples a task; giving ``rung_evaluation`` alone means ``capped``); ``full``, the full evaluation
+    at every rung. ``settings``: how held-out losses and probes are
+    taken. Trials are compared only with others at the same rung, so a cheap signal ranks them
+    fairly. When the trials are done, the front's members that stopped below the top rung with
+    ``capped`` scores are scored again in full; under ``probe`` or ``mlm`` a trial that stopped has no
+    quality and stays off the front (its signal is in its record).
     """
 
     min_steps: PositiveInt
     max_steps: PositiveInt
     reduction_factor: int = 3
+    rung_zero: bool = False
+    signal: Literal["probe", "mlm", "capped", "full"] | None = None  # None: final when the spec loads
     rung_evaluation: RungEvaluation | None = None
+    settings: SignalConfig = SIGNAL_SETTINGS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_scoring(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        signal, caps = data.get("signal"), data.get("rung_evaluation")
+        if signal is None and caps is not None:
+            return {**data, "signal": "capped"}
+        if signal == "capped" and caps is None:
+            return {**data, "rung_evaluation": CHEAP_EVALUATION}
+        if signal is not None and signal != "capped" and caps is not None:
+            raise ValueError(f"rung_evaluation caps the evaluation of signal capped, and signal is {signal}: "
+                             "leave rung_evaluation out or set signal: capped")
+        return data
 
 
 class Screen(_Section):
@@ -393,8 +431,8 @@ class Screen(_Section):
     """
 
     signal: Literal["capped", "probe", "mlm"] = "capped"
-    evaluation: RungEvaluation = RungEvaluation(seeds=1, epochs=2, max_train_examples=300)
-    settings: SignalConfig = SignalConfig(heldout_lines=1000, probe_max_train=300)
+    evaluation: RungEvaluation = CHEAP_EVALUATION
+    settings: SignalConfig = SIGNAL_SETTINGS
 
 
 class SearchSettings(_Section):
@@ -540,9 +578,13 @@ class Spec(_Section):
     def _final_names(self) -> Spec:
         """The defaults that depend on other fields: the license from the teacher, the export folder, and
         under ``search.fidelity`` the steps of the truncation's distillation (``fidelity.max_steps``: the
-        rungs share out that one schedule) when the spec leaves them out."""
+        rungs share out that one schedule) and the signal (``probe``, or ``mlm`` without tasks) when the
+        spec leaves them out."""
         updates: dict[str, Any] = {}
         fidelity = self.search.fidelity
+        if fidelity is not None and fidelity.signal is None:
+            fidelity = fidelity.model_copy(update={"signal": "probe" if self.data.tasks else "mlm"})
+            updates["search"] = self.search.model_copy(update={"fidelity": fidelity})
         if fidelity is not None and self.truncate.distill.steps is None:
             updates["truncate"] = dataclasses.replace(
                 self.truncate, distill=dataclasses.replace(self.truncate.distill, steps=fidelity.max_steps))

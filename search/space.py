@@ -28,6 +28,7 @@ __all__ = [
     "candidates",
     "choices",
     "constraint_violations",
+    "fidelity_rungs",
     "format_build_summary",
     "format_cost",
     "format_size_table",
@@ -234,7 +235,7 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
              f"  {n} sampled trials, last distillations in full: about {n * last_mean:,.0f} steps"]
     fidelity = spec.search.fidelity
     if fidelity is not None:
-        rungs = rung_steps(fidelity.min_steps, fidelity.max_steps, fidelity.reduction_factor)
+        rungs = fidelity_rungs(fidelity)
         expected = halving_steps(n, rungs, fidelity.reduction_factor)
         shared = sum(before_last.values())
         lines.append(f"  with search.fidelity (rungs {', '.join(map(str, rungs))}; factor {fidelity.reduction_factor}): "
@@ -251,6 +252,12 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
         hours = sum(unique.values()) * tokens / throughput / 3600
         lines.append(f"  at {throughput:,.0f} tokens/s: at most {hours:.1f} h for every candidate's builds, one at a time")
     return "\n".join(lines)
+
+
+def fidelity_rungs(fidelity: Any) -> tuple[int, ...]:
+    """The rungs of ``search.fidelity``: 0 first with ``rung_zero``, then `pipeline.plan.rung_steps`."""
+    return ((0,) if fidelity.rung_zero else ()) + rung_steps(fidelity.min_steps, fidelity.max_steps,
+                                                             fidelity.reduction_factor)
 
 
 def halving_steps(trials: int, rungs: tuple[int, ...], reduction_factor: int, draws: int = 20, seed: int = 0) -> float:

@@ -109,6 +109,9 @@ def _search_problems(spec: Spec) -> list[tuple[str, str]]:
         problems.append(("search.screen.signal", f"{screen.signal} scores the labelled tasks and data.tasks is empty; "
                          "add a task or screen by mlm"))
     if fidelity is not None:
+        if fidelity.signal in ("capped", "probe") and not spec.data.tasks:
+            problems.append(("search.fidelity.signal", f"{fidelity.signal} scores the labelled tasks and data.tasks is "
+                             "empty; add a task or rank the rungs by mlm"))
         if fidelity.min_steps > fidelity.max_steps:
             problems.append(("search.fidelity.min_steps",
                              f"{fidelity.min_steps} is above max_steps={fidelity.max_steps}"))
@@ -126,6 +129,17 @@ def _search_problems(spec: Spec) -> list[tuple[str, str]]:
     return problems
 
 
+def _rung_zero_problem(spec: Spec, which: str) -> list[tuple[str, str]]:
+    """Rung 0 needs a training-free stage before the last distillation: where that is the depth
+    distillation, prune or trim_vocab must come before it in ``stages.order`` (``which``: the candidates)."""
+    order = list(spec.stages.order)
+    if any(stage in order[: order.index("distill")] for stage in ("prune", "trim_vocab")):
+        return []
+    return [("search.fidelity.rung_zero", f"{which}, and no training-free stage (prune, trim_vocab) comes before it in "
+             f"stages.order {order}: rung 0 would be the teacher's layers copied, with nothing to rank; "
+             "leave rung_zero out or put a training-free stage first")]
+
+
 def _fidelity_needs_distillation(spec: Spec, teacher: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Multi-fidelity works on distillation steps: some candidate must distil, and where a candidate's
     last distillation is the depth one (its hidden size the teacher's), that one's steps are the schedule."""
@@ -133,6 +147,18 @@ def _fidelity_needs_distillation(spec: Spec, teacher: Mapping[str, Any]) -> list
     if fidelity is None:
         return []
     shallower = any(layers < teacher["num_hidden_layers"] for layers in spec.space.layers)
+    if fidelity.rung_zero and shallower:
+        order = list(spec.stages.order)
+        if order.index("truncate") < order.index("distill"):
+            problem = _rung_zero_problem(spec, "truncate comes before distill in stages.order, so shallower candidates "
+                                               "end with the depth distillation")
+        elif teacher["hidden_size"] in spec.space.hidden:
+            problem = _rung_zero_problem(spec, f"candidates of hidden size {teacher['hidden_size']} (the teacher's) "
+                                               "end with the depth distillation")
+        else:
+            problem = []
+        if problem:
+            return problem
     if shallower and teacher["hidden_size"] in spec.space.hidden and spec.distill.steps != fidelity.max_steps:
         return [("search.fidelity.max_steps", f"{fidelity.max_steps} is not distill.steps={spec.distill.steps}: "
                  f"candidates of hidden size {teacher['hidden_size']} (the teacher's) end with the depth distillation, "

@@ -64,7 +64,7 @@ from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from pipeline.errors import UsageError  # noqa: E402
 from search.folders import writable_folder  # noqa: E402
 from search.pareto import Objective  # noqa: E402
-from search.schema import REPO_ROOT  # noqa: E402
+from search.schema import MODEL_METRICS, REPO_ROOT  # noqa: E402
 
 __all__ = ["Tracker", "check_store", "download_student", "find_student", "git_commit", "ui_command"]
 
@@ -358,8 +358,10 @@ class Tracker:
         history = []
         if rungs:
             tags.update({"rung": str(max(rungs)), "lrl.rungs": json.dumps({str(r): v for r, v in sorted(rungs.items())})})
+            # a rung ranked by a cheap signal logs only what it measured on the model: its task objectives
+            # held the signal (the run's signal_<name> metric), not scores
             history = [Metric(k, v, now, int(r)) for r, values in sorted(rungs.items()) for k, v in values.items()
-                       if k != "feasible" and _finite(v)]
+                       if k != "feasible" and _finite(v) and (not values.get("signal") or k in MODEL_METRICS)]
         step = int(max(rungs)) if rungs else 0
         self.client.log_batch(run_id, metrics=history + [Metric(k, v, now, step) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()])

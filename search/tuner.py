@@ -86,8 +86,11 @@ def _worker(name: str) -> Callable[[str], None]:
 
 def _report(outcome: dict[str, Any], rung: int | None) -> dict[str, Any]:
     """A trial's report to Tune (and of its rescoring) from `evaluate_candidate`'s outcome."""
-    return {**outcome["metrics"], "feasible": int(outcome["feasible"]), "rung": rung or 0,
-            "result_json": json.dumps(outcome["result"], default=str)}
+    report = {**outcome["metrics"], "feasible": int(outcome["feasible"]),
+              "result_json": json.dumps(outcome["result"], default=str)}
+    if "signal" in outcome["result"]:  # the task objectives hold a cheap signal here (search.objective)
+        report["signal"] = outcome["result"]["signal"]["name"]
+    return report if rung is None else {**report, "rung": rung}  # rung 0 is a rung too
 
 
 def _ignore_exit(unraisable) -> None:
@@ -125,7 +128,7 @@ class _Forward(Callback):
         return {**self.__dict__, "book": None}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.book is not None and result.get("rung"):
+        if self.book is not None and result.get("rung") is not None:
             _safe(self.book.rung_result, trial.trial_id, result)
 
     def on_trial_start(self, iteration, trials, trial, **info):

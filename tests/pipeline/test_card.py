@@ -61,4 +61,7 @@ def test_card_of_a_student_that_stopped_at_a_rung_says_so():
     assert "stop_at=30" in body and "resumed_from=10" in body
     rescored = {**stopped, "fidelity": {**stopped["fidelity"], "scoring": "full", "rescored": True}}
     assert "its scores were taken in full after the search (rescored)." in model_card(card_data(rescored, name="s"))
+    ranked = {**stopped, "fidelity": {**stopped["fidelity"], "scoring": "signal mlm"}}
+    assert ("(rung 30); it was not evaluated on the tasks: the search ranked it by its mlm signal."
+            in model_card(card_data(ranked, name="s")))
     assert "Multi-fidelity" not in model_card(card_data(RESULT, name="s"))  # trained in full: nothing to say

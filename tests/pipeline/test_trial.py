@@ -275,3 +275,27 @@ def test_screening_scores_the_rung_zero_student(plan_for):
     assert screened["better"] == "min" and screened["build_cpu_s"] > 0
     with pytest.raises(UsageError, match="not 'distill'"):
         screen_student(plan, "distill", None, cfg)
+
+
+def test_a_rung_ranked_by_a_signal_is_built_at_the_rung_and_not_evaluated(plan_for):
+    """Multi-fidelity's signal (`score_student`): the student at the plan's rung, its signal taken on
+    exactly that model, no task evaluated; latency only when asked."""
+    import dataclasses
+
+    from pipeline import modeling
+    from pipeline.config import SignalConfig
+    from pipeline.corpus import read_corpus
+    from pipeline.signals import heldout_mlm_loss
+    from pipeline.trial import score_student
+
+    plan = dataclasses.replace(plan_for(Candidate(num_hidden_layers=2, intermediate_size=20, hidden_size=16)),
+                               rungs=(0, 2, 6), rung=2)
+    cfg = SignalConfig(heldout_lines=20, batch_size=8, max_length=32)
+    scored = score_student(plan, "mlm", None, cfg, latency=True)
+    assert scored["rung"] == 2 and scored["stages"]["truncate"]["stop_at"] == 2
+    assert "scores" not in scored and "quality" not in scored and scored["latency_ms"] > 0
+    model, tokenizer = modeling.load(scored["model_dir"])
+    signal = scored["signal"]
+    assert signal["value"] == pytest.approx(heldout_mlm_loss(model, tokenizer, read_corpus(plan.heldout), cfg))
+    assert signal["name"] == "mlm" and signal["better"] == "min" and scored["cpu_s"]["signal"] == signal["cpu_s"] > 0
+    assert "latency_ms" not in score_student(plan, "mlm", None, cfg)

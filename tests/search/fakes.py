@@ -73,6 +73,21 @@ def screen_student(plan, signal, evaluation, cfg, progress=None) -> dict:
             "model_dir": result["model_dir"], "builds": []}
 
 
+def score_student(plan, signal, evaluation, cfg, progress=None, *, latency=False) -> dict:
+    """A stand-in for `pipeline.trial.score_student`: `fake_trial`'s student at its rung, without task
+    scores; the signal is its quality (minus it for ``mlm``, smaller is better), a ``pos`` part for
+    ``probe``. ``LRL_FAKE_CALLS`` gets ``<label> <rung> <signal>`` a call."""
+    result = fake_trial(plan, record=False)
+    if os.environ.get("LRL_FAKE_CALLS"):
+        with open(os.environ["LRL_FAKE_CALLS"], "a") as calls:
+            calls.write(f"{label(plan.candidate)} {plan.rung} {signal}\n")
+    better = "min" if signal == "mlm" else "max"
+    value = -result["quality"] if better == "min" else result["quality"]
+    parts = {"pos": result["scores"]["pos"]} if signal == "probe" else {}
+    kept = {k: v for k, v in result.items() if k not in ("scores", "tasks", "quality") and (latency or k != "latency_ms")}
+    return {**kept, "signal": {"name": signal, "value": value, "better": better, "parts": parts, "cpu_s": 0.0}}
+
+
 def timed_trial(plan, progress=None) -> dict:
     """`fake_trial`, appending ``start end`` (seconds) of its work to ``$LRL_FAKE_TIMES``."""
     started = time.time()

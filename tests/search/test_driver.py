@@ -306,3 +306,22 @@ def test_resume_without_the_original_set_finds_the_search_by_its_stored_spec(tmp
     other = write_spec(tmp_path / "other")
     fresh = load_spec(other)
     assert resume_spec(fresh, str(other)) is fresh
+
+
+def test_a_trial_stopped_at_rung_zero_is_a_rung_result_and_rescored():
+    """Rung 0 (the student before its last distillation) is a rung like any other: recorded, and
+    rescored in full when its cheap score puts it on the front."""
+    tracker = RecordingTracker()
+    book = TrialBook(tracker, [("quality", "max"), ("params", "min")], num_samples=2)
+    book.finished("a", Candidate(2, 16, 32), {**report(0.6, 200), "rung": 90, "quality": 0.6, "params": 200})
+    book.finished("z", Candidate(1, 16, 16), {**report(0.1, 20), "rung": 0, "quality": 0.1, "params": 20})
+    assert book.records["z"]["rung"] == 0 and book.records["z"]["rungs"] == {0: {"quality": 0.1, "params": 20.0,
+                                                                                  "feasible": 1.0}}
+    assert book.rung_history()[0] == {"z": {"quality": 0.1, "params": 20.0, "feasible": 1.0}}
+
+    def run(trials):
+        assert [(trial, rung) for trial, _, rung in trials] == [("z", 0)]
+        yield "z", report(0.2, 20), None
+
+    assert book.rescore_front(run, {"a": Candidate(2, 16, 32), "z": Candidate(1, 16, 16)}, top=90) == 1
+    assert book.records["z"]["metrics"]["quality"] == 0.2

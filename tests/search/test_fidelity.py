@@ -1,7 +1,8 @@
 """Multi-fidelity and the time budget in a real Ray search with fake trials (slow): trials stop at
 rungs, rung histories reach MLflow, Optuna hears each trial's highest rung, the budget stops sampling,
-a killed multi-fidelity search resumes without repeating a trial, and with a cheaper rung evaluation
-the front's members are scored again in full, also when the driver is killed while rescoring."""
+a killed multi-fidelity search resumes without repeating a trial, with a cheaper rung evaluation
+the front's members are scored again in full, also when the driver is killed while rescoring, and a
+cheap signal ranks the rungs from rung 0."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.search.fakes import write_spec
 from tests.search.test_driver import child_runs, run_cli
 from tests.search.test_resume import kill_when, start_cli
 
-FIDELITY = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3}"
+FIDELITY = "fidelity: {min_steps: 10, max_steps: 90, reduction_factor: 3, signal: full}"  # every rung in full
 DEPTH = "distill: {steps: 90}"  # hidden 32 is the teacher's: those candidates' last distillation is the depth one
 
 
@@ -134,3 +135,41 @@ def test_cheaply_scored_front_members_are_rescored_in_full_also_after_a_kill(tmp
     # every rescored trial was scored in full by the resumed driver, and it ran no trial again
     assert {f"{names[r.data.tags['lrl.trial_id']]} {r.data.tags['rung']}" for r in rescored} <= set(later)
     assert not [line for line in lines[before_resume:] if line.endswith((" cheap", " 90"))]
+
+
+@pytest.mark.slow
+def test_a_signal_ranks_the_rungs_from_rung_zero(tmp_path):
+    """``signal: mlm`` with ``rung_zero``: every trial is first scored at rung 0 by the signal, the rungs
+    below the top only by it, the top rung in full; a trial that stopped has no task scores in MLflow
+    (its signal instead) and Optuna heard the signal as its quality."""
+    import optuna
+
+    fidelity = "fidelity: {min_steps: 10, max_steps: 90, rung_zero: true, signal: mlm}"
+    order = "stages: {order: [trim_vocab, distill, prune, truncate]}"  # rung 0 needs a training-free stage first
+    spec = write_spec(tmp_path, search=f"seed: 4\n  {fidelity}", num_samples=8, extra=f"{DEPTH}\n{order}")
+    calls = tmp_path / "calls.txt"
+    proc = run_cli(str(spec), env={"LRL_TRIAL_FN": "tests.search.fakes:fake_trial", "LRL_FAKE_CALLS": str(calls)},
+                   timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split() for line in calls.read_text().splitlines()]
+    assert sorted(rung for _, rung, *_ in lines if rung == "0") == ["0"] * 8  # every trial ranked at rung 0
+    assert all(rest == ["mlm"] for _, rung, *rest in lines if rung != "90")  # below the top: the signal only
+    assert all(rest == [] for _, rung, *rest in lines if rung == "90")  # the top: evaluated in full
+    client, _, children = child_runs(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}", "fake")
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    stopped = [r for r in children if int(r.data.tags["rung"]) < 90]
+    top = [r for r in children if int(r.data.tags["rung"]) == 90]
+    assert stopped and top and {int(r.data.tags["rung"]) for r in stopped} <= {0, 10, 30}
+    for run in stopped:
+        assert "quality" not in run.data.metrics and "pos" not in run.data.metrics and run.data.metrics["signal_mlm"] < 0
+        assert run.data.tags["pareto"] == "false"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "quality")] == []
+        assert json.loads(run.data.tags["lrl.rungs"])["0"]["signal"] == "mlm"
+    for run in top:  # its quality history holds the full score only
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "quality")] == [90]
+    assert any(r.data.tags["pareto"] == "true" for r in top)
+    study = optuna.load_study(study_name=children[0].data.tags["lrl.search"],
+                              storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}")
+    signals = sorted(round(-r.data.metrics["signal_mlm"], 6) for r in stopped)  # minus the fake loss
+    told = sorted(round(t.values[0], 6) for t in study.trials if t.values)
+    assert told == sorted(signals + [round(r.data.metrics["quality"], 6) for r in top])

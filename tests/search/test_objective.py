@@ -96,3 +96,33 @@ def test_a_rung_result_says_how_it_was_trained_and_scored(tmp_path):
     assert evaluate_candidate(cheap, c, rung=90)["result"]["fidelity"]["scoring"] == "full"  # the top rung
     again = evaluate_candidate(cheap, c, rung=30, full_scoring=True)["result"]["fidelity"]
     assert again == {"rung": 30, "of": 90, "rescored": True, "scoring": "full"}
+
+
+def test_a_rung_signal_scores_below_the_top_and_the_evaluation_at_it(tmp_path):
+    """Below the top rung the signal stands in for every quality objective, larger is better (minus the
+    MLM loss); the trial's own metrics hold no task score, so it cannot reach the front on a signal.
+    The top rung and a rescoring evaluate in full."""
+    import dataclasses
+
+    from search.book import trial_metrics
+    from tests.search.fakes import fake_trial
+
+    objectives = (("quality", "max"), ("params", "min"), ("pos", "max"))
+    ctx = context(tmp_path, rungs=(0, 10, 30), rung_signal="mlm", objectives=objectives)
+    c = Candidate(2, 16, 32, None)
+    full = fake_trial(dataclasses.replace(ctx.plan, candidate=c, rung=0, rungs=(0, 10, 30)), record=False)
+    zero = evaluate_candidate(ctx, c, rung=0)
+    assert zero["metrics"]["quality"] == zero["metrics"]["pos"] == full["quality"]  # minus the fake's "loss"
+    assert zero["result"]["fidelity"] == {"rung": 0, "of": 30, "rescored": False, "scoring": "signal mlm"}
+    assert "latency_ms" not in zero["result"]  # not an objective or a constraint: not measured
+    flat = trial_metrics(zero["result"], None)
+    assert "quality" not in flat and "pos" not in flat and flat["signal_mlm"] == -full["quality"]
+    top = evaluate_candidate(ctx, c, rung=30)
+    assert top["result"]["fidelity"]["scoring"] == "full" and "signal" not in top["result"]
+    assert top["metrics"]["pos"] != top["metrics"]["quality"]  # real task scores
+    rescored = evaluate_candidate(ctx, c, rung=10, full_scoring=True)["result"]
+    assert rescored["fidelity"]["scoring"] == "full" and "scores" in rescored
+    probe = dataclasses.replace(ctx, rung_signal="probe", max_latency_ms=100.0)
+    ranked = evaluate_candidate(probe, c, rung=10)
+    assert ranked["metrics"]["pos"] != ranked["metrics"]["quality"]  # a probe scores each task
+    assert "latency_ms" in ranked["result"]  # a constraint: measured at every rung

@@ -354,11 +354,67 @@ def test_the_last_distillations_steps_follow_fidelity_or_disagree_in_one_line(tm
     assert load_spec(write_spec(tmp_path / "c", depth)).distill.steps == 90
 
 
-def test_fidelity_defaults():
-    from search.schema import Fidelity
+def test_fidelity_defaults(tmp_path):
+    from search.schema import CHEAP_EVALUATION, Fidelity
 
-    assert Fidelity(min_steps=100, max_steps=900).reduction_factor == 3
-    assert Fidelity(min_steps=100, max_steps=900).rung_evaluation is None
+    fidelity = Fidelity(min_steps=100, max_steps=900)
+    assert fidelity.reduction_factor == 3 and not fidelity.rung_zero and fidelity.rung_evaluation is None
+    assert Fidelity(min_steps=100, max_steps=900, signal="capped").rung_evaluation == CHEAP_EVALUATION
+    assert Fidelity(min_steps=100, max_steps=900, signal="full").rung_evaluation is None
+    mine = Fidelity(min_steps=100, max_steps=900, rung_evaluation={"seeds": 2})  # caps given: signal capped
+    assert mine.signal == "capped" and (mine.rung_evaluation.seeds, mine.rung_evaluation.epochs) == (2, None)
+    # the signal is final when the spec loads: probes (the replay's best halving signal on dev), mlm without tasks
+    search = {"fidelity": {"min_steps": 10, "max_steps": 90}}
+    assert load_spec(write_spec(tmp_path / "a", minimal(search=search))).search.fidelity.signal == "probe"
+    alone = minimal(search=search, objectives=[{"metric": "params"}, {"metric": "latency_ms"}])
+    alone["data"]["tasks"] = {}
+    assert load_spec(write_spec(tmp_path / "b", alone)).search.fidelity.signal == "mlm"
+
+
+@pytest.mark.parametrize(("fidelity", "space", "expected"), [
+    ({"signal": "distill"}, {}, "search.fidelity.signal: Input should be 'probe', 'mlm', 'capped' or 'full'"),
+    ({"signal": "mlm", "rung_evaluation": {"seeds": 1}}, {},
+     "search.fidelity: rung_evaluation caps the evaluation of signal capped, and signal is mlm"),
+    ({"rung_zero": True}, {"layers": [6], "hidden": [312, 768]},
+     "search.fidelity.rung_zero: candidates of hidden size 768 (the teacher's) end with the depth distillation, and "
+     "no training-free stage (prune, trim_vocab) comes before it in stages.order"),
+])
+def test_a_bad_rung_signal_or_rung_zero_names_the_field(tmp_path, fidelity, space, expected):
+    search = {"fidelity": {"min_steps": 10, "max_steps": 90, **fidelity}}
+    path = write_spec(tmp_path, minimal(search=search, distill={"steps": 90}, **({"space": space} if space else {})))
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: {expected}"), line
+
+
+def test_rung_zero_takes_a_training_free_stage_before_the_last_distillation(tmp_path):
+    from search.prepare import trial_context
+
+    fidelity = {"min_steps": 10, "max_steps": 90, "rung_zero": True}
+    spec = load_spec(write_spec(tmp_path / "a", minimal(search={"fidelity": fidelity})))  # every hidden truncates
+    assert trial_context(spec, "teacher", XLMR_BASE).rungs == (0, 10, 30, 90)
+    trimmed_first = minimal(search={"fidelity": fidelity}, space={"layers": [6], "hidden": [312, 768]},
+                            distill={"steps": 90}, stages={"order": ["trim_vocab", "distill", "prune", "truncate"]})
+    assert load_spec(write_spec(tmp_path / "b", trimmed_first)).search.fidelity.rung_zero
+    truncated_first = minimal(search={"fidelity": fidelity}, distill={"steps": 90},
+                              stages={"order": ["truncate", "distill", "prune", "trim_vocab"]})
+    (line,) = problems(write_spec(tmp_path / "c", truncated_first))
+    assert "search.fidelity.rung_zero: truncate comes before distill in stages.order" in line, line
+
+
+def test_a_rung_signal_that_needs_tasks_is_refused_without_them(tmp_path):
+    data = minimal(search={"fidelity": {"min_steps": 10, "max_steps": 90, "signal": "probe"}},
+                   objectives=[{"metric": "params", "direction": "min"}, {"metric": "latency_ms", "direction": "min"}])
+    data["data"]["tasks"] = {}
+    path = write_spec(tmp_path, data)
+    assert problems(path) == [f"{path}: search.fidelity.signal: probe scores the labelled tasks and data.tasks is "
+                              "empty; add a task or rank the rungs by mlm"]
+    data["search"]["fidelity"]["signal"] = "mlm"
+    spec = load_spec(write_spec(tmp_path / "mlm", data))
+    from search.prepare import trial_context
+
+    context = trial_context(spec, "teacher", XLMR_BASE)
+    assert context.rung_signal == "mlm" and context.signal_settings == spec.search.fidelity.settings
+    assert context.plan.rung_evaluation is None
 
 
 def test_rung_evaluation_caps_the_evaluation_below_the_top_rung(tmp_path, monkeypatch):
