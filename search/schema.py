@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     Strict,
     ValidationInfo,
     field_validator,
@@ -573,6 +574,15 @@ class Spec(_Section):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     export: ExportSettings | None = None
     license: str | None = Field(default=None, min_length=1)
+    # the teacher's config.json, read once (`search.spec.teacher_config`) and carried with the spec:
+    # (the teacher it was read for, the config)
+    _teacher_config: tuple[Any, dict[str, Any]] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Specs are equal when their fields are: whether the teacher's config was read yet does not count."""
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # as for any model with list or dict fields
 
     @model_validator(mode="after")
     def _final_names(self) -> Spec:

@@ -226,18 +226,27 @@ def teacher_config(spec: Spec | str) -> dict[str, Any]:
     A teacher built from scratch (``teacher.build``) has the config `pipeline.families.scratch_config`
     gives; its tokenizer is trained to exactly ``vocab_size`` tokens, so sizes are exact before it exists.
 
+    A spec carries its teacher's config once read (its loading reads it; a hub teacher's is not
+    fetched again), so every later step of one search (preflight, sizes, the trials' context) reads
+    the same values; a copy is returned.
+
     Raises:
         SpecError: naming ``teacher.model`` when no config can be read or the family is unsupported.
     """
+    if isinstance(spec, Spec) and spec._teacher_config is not None and spec._teacher_config[0] == spec.teacher:
+        return dict(spec._teacher_config[1])  # a copy whose teacher changed (model_copy) reads its own
     if isinstance(spec, Spec) and spec.teacher.build is not None:
         build = dataclasses.asdict(spec.teacher.build)
-        return scratch_config(build.pop("family"), **build)
-    model = spec.teacher.model if isinstance(spec, Spec) else spec
-    try:
-        config = read_teacher_config(model)
-        family_of(config)
-    except (OSError, ValueError, KeyError, ImportError) as error:
-        raise SpecError([f"teacher.model: {model}: {one_line(error)}"]) from None
+        config = scratch_config(build.pop("family"), **build)
+    else:
+        model = spec.teacher.model if isinstance(spec, Spec) else spec
+        try:
+            config = dict(read_teacher_config(model))
+            family_of(config)
+        except (OSError, ValueError, KeyError, ImportError) as error:
+            raise SpecError([f"teacher.model: {model}: {one_line(error)}"]) from None
+    if isinstance(spec, Spec):
+        spec._teacher_config = (spec.teacher, dict(config))
     return dict(config)
 
 
@@ -278,7 +287,7 @@ def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, ch
     teacher_problems: list[str] = []
     if check_teacher and model is not None:
         try:
-            config = teacher_config(model)
+            config = teacher_config(model)  # the spec when it validated: it carries the config from here on
         except SpecError as error:
             teacher_problems = list(error.problems)
         else:

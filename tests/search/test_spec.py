@@ -437,3 +437,22 @@ def test_rung_evaluation_caps_the_evaluation_below_the_top_rung(tmp_path, monkey
     context, _ = search.prepare.prepare(spec)
     assert context.rungs == (10, 30, 90) and context.plan.rung_evaluation == cheap
     assert context.plan.evaluation == spec.evaluation
+
+
+def test_the_teachers_config_is_read_once_and_carried(tmp_path, monkeypatch):
+    """Loading reads the teacher's config; every later step of the search (dry run sizes, preflight,
+    the trials' context) gets the carried copy, and a spec copied onto another teacher reads its own."""
+    import search.spec
+    from search.spec import teacher_config
+
+    reads = []
+    real = search.spec.read_teacher_config
+    monkeypatch.setattr(search.spec, "read_teacher_config", lambda model: reads.append(model) or real(model))
+    spec = load_spec(write_spec(tmp_path, minimal()))
+    assert len(reads) == 1
+    config = teacher_config(spec)
+    config["hidden_size"] = 1  # a copy: the carried config stays as read
+    assert teacher_config(spec)["hidden_size"] == 768 and len(reads) == 1
+    other = write_teacher(tmp_path / "other", {**XLMR_BASE, "num_hidden_layers": 6})
+    moved = spec.model_copy(update={"teacher": spec.teacher.model_copy(update={"model": str(other)})})
+    assert teacher_config(moved)["num_hidden_layers"] == 6 and len(reads) == 2
