@@ -46,7 +46,7 @@ def test_synthetic_teacher_reads_pipeline_synthetic(tmp_path, monkeypatch):
     fake.teacher_config = lambda name="demo": calls.append(name) or {**XLMR_BASE, "hidden_size": 64, "num_attention_heads": 4}
     monkeypatch.setitem(sys.modules, "pipeline.synthetic", fake)
     spec = load_spec(write_spec(tmp_path, minimal(teacher={"model": "synthetic:demo/teacher"}, space={"hidden": [32, 64]}), teacher=None))
-    assert teacher_config(spec)["hidden_size"] == 64 and calls == ["demo", "demo"]
+    assert teacher_config(spec)["hidden_size"] == 64 and calls == ["demo"]  # read when loading, then carried
     with pytest.raises(SpecError, match="synthetic:NAME/teacher"):
         teacher_config("synthetic:demo/pos")
 
