@@ -238,7 +238,8 @@ def format_cost(spec: Spec, teacher_config: Mapping[str, Any], rows: list[SizedC
         rungs = fidelity_rungs(fidelity)
         expected = halving_steps(n, rungs, fidelity.reduction_factor)
         shared = sum(before_last.values())
-        lines.append(f"  with search.fidelity (rungs {', '.join(map(str, rungs))}; factor {fidelity.reduction_factor}): "
+        lines.append(f"  with search.fidelity (rungs {', '.join(map(str, rungs))}; factor {fidelity.reduction_factor}; "
+                     f"ranked below the top by {fidelity.signal}): "
                      f"about {expected:,.0f} steps of last distillations ({expected / (n * fidelity.max_steps):.0%} of "
                      f"{n} x {fidelity.max_steps:,}; the asynchronous rule over random arrival orders), and the "
                      f"distillations before them, which halving never shortens: at most {shared:,} steps; "

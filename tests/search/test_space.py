@@ -167,7 +167,8 @@ def test_cost_of_a_search_with_and_without_fidelity():
     # rungs 100, 400, 2000 (1,600 is within a factor of 4 of the top); the halving estimate is
     # `halving_steps`'s, plus the one depth distillation (1,000 steps) every trial needs
     expected = halving_steps(2, (100, 400, 2000), 4)
-    assert lines[3] == (f"  with search.fidelity (rungs 100, 400, 2000; factor 4): about {expected:,.0f} steps of last "
+    assert lines[3] == (f"  with search.fidelity (rungs 100, 400, 2000; factor 4; ranked below the top by probe): about "
+                        f"{expected:,.0f} steps of last "
                         f"distillations ({expected / 4000:.0%} of 2 x 2,000; the asynchronous rule over random arrival "
                         f"orders), and the distillations before them, which halving never shortens: at most 1,000 steps; "
                         f"{expected + 1000:,.0f} in all")
