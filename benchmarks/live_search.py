@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     t = time.time()
-    prepare(spec)  # the teacher and its reference, outside the search's clock (cached for the search)
+    _, reference = prepare(spec)  # the teacher and its reference, outside the search's clock (cached for the search)
     teacher_s = time.time() - t
     outcome = search(spec)
     folder = Path(spec.search.storage_path) / outcome.name
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     result = summarise(table, replay.Measure(table), screening, outcome.records, replayed, args.signal)
     result = {**provenance(["benchmarks/live_search.py", *(argv if argv is not None else sys.argv[1:])]),
               "table": str(args.table), "teacher_wall_s": round(teacher_s, 1), "search_wall_s": round(outcome.seconds, 1),
+              "teacher": {"dev": round(reference["quality"], 4), "table_dev": round(analyse_table.quality(table["teacher"]), 4)},
               "wall_s": round(time.time() - started, 1), **result}
     print(render(result))
     if args.out:
