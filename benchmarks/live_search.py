@@ -2,6 +2,7 @@
 
     python benchmarks/live_search.py --table benchmarks/results/maltese-table-cpu.json --data ../shared/data \\
         --replay benchmarks/results/replay-maltese-table-2026-12-04.json --out live.json
+    python benchmarks/live_search.py --table TABLE --replay REPLAY --summary live.json --out live.json
 
 The replay (`replay.py`) says what a strategy would cost and find from the table's measurements; this
 runs the strategy for real. The search is `search.driver.search` on the table's own spec (its teacher,
@@ -17,8 +18,11 @@ the replay. Every cost comes from the search's own records, never from its log: 
 in the order they finished. Hypervolumes use the replay's reference point and exhaustive front
 (`replay.Measure`), so the figures compare with the replay's: the cost to reach 95% of the exhaustive dev
 hypervolume (a fraction of the exhaustive cost), the dev hypervolume at the end, and the test
-hypervolume at the paper path's cost and at twice it. Each trial's dev and test scores are also set
-beside the table's for the same candidate.
+hypervolume at the paper path's cost and at twice it. Two clocks: the live one (what the search
+measured) and the table's (the same builds and evaluations priced at what the table measured, once:
+the replay's unit, `replay.Clock`), since the two machines' timings differ. Each trial's dev and test
+scores are also set beside the table's for the same candidate. ``--summary`` computes the figures
+again from an earlier run's JSON, without searching.
 """
 
 from __future__ import annotations
@@ -78,66 +82,86 @@ def _name(row: dict) -> str:
     return label(Candidate(**row["candidate"]))
 
 
-def timeline(screening: list[dict], records: list[dict]) -> tuple[float, list[tuple[float, dict]]]:
-    """The screening's CPU seconds and, per finished trial in the order it finished, the CPU seconds
-    spent up to its end (screening included) and its record."""
-    screened = sum((r.get("build_cpu_s") or 0.0) + (r.get("signal_cpu_s") or 0.0) for r in screening)
-    clock, out = screened, []
+def live_trials(table: dict, records: list[dict]) -> list[dict]:
+    """The search's finished trials in the order they finished: label, parameters, the CPU seconds the
+    trial's process spent (its ``cpu_s`` metric), dev and test quality (means over the tasks)."""
+    from pipeline.config import Candidate
+    from search.space import label
+
+    tasks = analyse_table.tasks_of(table)
+    out = []
     for record in records:
         if record["failed"]:
             continue
-        clock += record["metrics"].get("cpu_s", 0.0)
-        out.append((clock, record))
-    return screened, out
-
-
-def summarise(table: dict, measure, screening: list[dict], records: list[dict], replayed: dict | None,
-              signal: str) -> dict:
-    from search.space import label
-    from pipeline.config import Candidate
-
-    known = table_rows(table)
-    tasks = analyse_table.tasks_of(table)
-    screened, steps = timeline(screening, records)
-    rows, trials = [], []
-    for clock, record in steps:
-        name = label(Candidate(**record["params"]))
         metrics = record["metrics"]
-        row = {"name": name, "params": int(metrics["params"]), "dev": {t: metrics[t] for t in tasks},
-               "test": {t: metrics[f"test_{t}"] for t in tasks}}
-        rows.append((clock, row))
-        theirs = known.get(name)
-        trials.append({"trial": record["id"], "name": name, "params": row["params"], "cpu_s": metrics.get("cpu_s"),
-                       "clock_s": round(clock, 1), "dev": analyse_table.quality(row), "test": analyse_table.quality(row, "test"),
-                       "table_dev": analyse_table.quality(theirs) if theirs else None,
-                       "table_test": analyse_table.quality(theirs, "test") if theirs else None})
-    reached = None
-    for i, (clock, _) in enumerate(rows):
-        if measure.hv([r for _, r in rows[: i + 1]], "dev") >= replay.TARGET * measure.exhaustive_dev:
-            reached = clock / measure.exhaustive_cost
-            break
-    evaluated = [r for _, r in rows]
+        out.append({"trial": record["id"], "name": label(Candidate(**record["params"])), "params": int(metrics["params"]),
+                    "cpu_s": metrics.get("cpu_s", 0.0), "dev": statistics.fmean(metrics[t] for t in tasks),
+                    "test": statistics.fmean(metrics[f"test_{t}"] for t in tasks)})
+    return out
+
+
+def summarise(table: dict, screened: dict[str, float | None], screening_cpu_s: float, trials: list[dict],
+              replayed: dict | None, signal: str) -> dict:
+    """The live search set against the table and the replay.
+
+    Args:
+        screened: each screened candidate's signal, in the screening's order (best first).
+        screening_cpu_s: what screening cost, as the search measured it.
+        trials: `live_trials`.
+
+    Two clocks: the live one (the CPU seconds the search measured) and the table's (each build and
+    evaluation the live search made, priced at what the table measured, once: `replay.Clock`, the
+    replay's unit). Costs are fractions of the exhaustive cost, which only the table's clock knows.
+    """
+    measure = replay.Measure(table)
+    known = table_rows(table)
+    top = max(int(r) for r in table["rungs"])
+    clock = replay.Clock(table)
+    for name in screened:
+        clock.build(known[name], 0)
+        clock.pay(known[name]["signal_cost_s"][signal]["0"])
+    table_screening = clock.spent
+    live = screening_cpu_s
+    rows, table_clock, live_clock = [], [], []
+    for trial in trials:
+        row = known[trial["name"]]
+        clock.build(row, top)
+        clock.pay(row["eval_cost_s"])
+        live += trial["cpu_s"] or 0.0
+        table_clock.append(clock.spent)
+        live_clock.append(live)
+        rows.append({"name": trial["name"], "params": trial["params"], "dev": {"mean": trial["dev"]},
+                     "test": {"mean": trial["test"]}})
+        trial.update(table_dev=round(analyse_table.quality(row), 4), table_test=round(analyse_table.quality(row, "test"), 4),
+                     clock_s=round(live, 1), table_clock_s=round(clock.spent, 1))
+
+    def reached(clocks: list[float]) -> float | None:
+        for i, spent in enumerate(clocks):
+            if measure.hv(rows[: i + 1], "dev") >= replay.TARGET * measure.exhaustive_dev:
+                return round(spent / measure.exhaustive_cost, 4)
+        return None
 
     def test_hv_at(budget: float) -> float:
-        found = [r for clock, r in rows if clock <= budget]
+        found = [r for spent, r in zip(table_clock, rows) if spent <= budget]
         front = analyse_table.dev_front(found)
-        return measure.hv([r for r in found if r["name"] in front], "test") / measure.paper_test
+        return round(measure.hv([r for r in found if r["name"] in front], "test") / measure.paper_test, 4)
 
-    order = [r["label"] for r in screening]
-    table_signal = {name: row["signals"][signal]["0"] for name, row in known.items()}
+    order = list(screened)
     table_order = [r["label"] for r in replay_order(table, signal)]
-    same = [abs(t["dev"] - t["table_dev"]) for t in trials if t["table_dev"] is not None]
+    same = [abs(t["dev"] - t["table_dev"]) for t in trials]
     result = {
-        "signal": signal, "trials": len(rows), "screened": len(screening),
-        "screening_cpu_s": round(screened, 1), "screening_vs_exhaustive": round(screened / measure.exhaustive_cost, 4),
-        "spent_cpu_s": round(rows[-1][0] if rows else screened, 1),
-        "spent_vs_exhaustive": round((rows[-1][0] if rows else screened) / measure.exhaustive_cost, 4),
-        "to_95": None if reached is None else round(reached, 4),
-        "dev_hv_vs_exhaustive": round(measure.hv(evaluated, "dev") / measure.exhaustive_dev, 4) if evaluated else 0.0,
-        "test_hv_vs_paper": {f"{k}x": round(test_hv_at(k * measure.paper_cost), 4) for k in (1, 2)},
-        "screening_order": order, "table_order": table_order,
-        "screening_values": {r["label"]: r.get("value") for r in screening},
-        "table_signal_values": table_signal,
+        "signal": signal, "trials": len(rows), "screened": len(order),
+        "exhaustive_cost_s": round(measure.exhaustive_cost, 1),
+        "table_clock": {"screening_vs_exhaustive": round(table_screening / measure.exhaustive_cost, 4),
+                        "spent_vs_exhaustive": round((table_clock or [table_screening])[-1] / measure.exhaustive_cost, 4),
+                        "to_95": reached(table_clock)},
+        "live_clock": {"screening_cpu_s": round(screening_cpu_s, 1), "spent_cpu_s": round(live, 1),
+                       "vs_table_clock": round(live / (table_clock or [table_screening])[-1], 4),
+                       "to_95_in_table_units": reached([c * (table_clock[-1] / live) for c in live_clock]) if rows else None},
+        "dev_hv_vs_exhaustive": round(measure.hv(rows, "dev") / measure.exhaustive_dev, 4) if rows else 0.0,
+        "test_hv_vs_paper": {f"{k}x": test_hv_at(k * measure.paper_cost) for k in (1, 2)},
+        "screening_order": order, "table_order": table_order, "screening_values": screened,
+        "table_signal_values": {name: row["signals"][signal]["0"] for name, row in known.items()},
         "rank_agreement": _kendall(order, table_order),
         "dev_abs_diff_vs_table": {"mean": round(statistics.fmean(same), 4), "max": round(max(same), 4)} if same else None,
         "trial_rows": trials,
@@ -170,24 +194,30 @@ def _kendall(a: list[str], b: list[str]) -> float | None:
 
 
 def render(result: dict) -> str:
-    lines = [f"live search, screened by {result['signal']}: {result['screened']} candidates screened for "
-             f"{result['screening_cpu_s']:,.0f} CPU s ({result['screening_vs_exhaustive']:.3f} of the exhaustive cost), "
-             f"{result['trials']} trials, {result['spent_cpu_s']:,.0f} CPU s in all ({result['spent_vs_exhaustive']:.3f})",
+    t, live = result["table_clock"], result["live_clock"]
+    lines = [f"live search, screened by {result['signal']}: {result['screened']} candidates, then {result['trials']} trials "
+             f"in full, best first",
+             f"the live clock: screening {live['screening_cpu_s']:,.0f} CPU s, {live['spent_cpu_s']:,.0f} CPU s in all, "
+             f"{live['vs_table_clock']:.2f} of what the table's measurements price the same work at",
              f"screening order against the replay's (Kendall tau): {result['rank_agreement']}"]
     if result["dev_abs_diff_vs_table"]:
         d = result["dev_abs_diff_vs_table"]
         lines.append(f"trials' dev quality against the table's for the same candidate: mean |diff| {d['mean']:.4f}, "
                      f"max {d['max']:.4f}")
-    lines += ["", "| # | student | params | CPU s | clock | dev | table dev | test | table test |", "|---|---|---|---|---|---|---|---|---|"]
-    for i, t in enumerate(result["trial_rows"], 1):
-        td = "-" if t["table_dev"] is None else f"{t['table_dev']:.4f}"
-        tt = "-" if t["table_test"] is None else f"{t['table_test']:.4f}"
-        lines.append(f"| {i} | {t['name']} | {t['params']:,} | {t['cpu_s']:,.0f} | {t['clock_s']:,.0f} | {t['dev']:.4f} | "
-                     f"{td} | {t['test']:.4f} | {tt} |")
-    to = "never" if result["to_95"] is None else f"{result['to_95']:.3f}"
-    lines += ["", f"live: 95% of the exhaustive dev hypervolume at {to} of the exhaustive cost; dev hypervolume at the "
-                  f"end {result['dev_hv_vs_exhaustive']:.3f} of the exhaustive; test hypervolume against the paper "
-                  f"path's at 1x its cost {result['test_hv_vs_paper']['1x']:.3f}, at 2x {result['test_hv_vs_paper']['2x']:.3f}"]
+    lines += ["", "| # | student | params | CPU s | live clock | table clock | dev | table dev | test | table test |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(result["trial_rows"], 1):
+        lines.append(f"| {i} | {r['name']} | {r['params']:,} | {r['cpu_s']:,.0f} | {r['clock_s']:,.0f} | {r['table_clock_s']:,.0f} | "
+                     f"{r['dev']:.4f} | {r['table_dev']:.4f} | {r['test']:.4f} | {r['table_test']:.4f} |")
+
+    def at(value: float | None) -> str:
+        return "never" if value is None else f"{value:.3f}"
+
+    lines += ["", f"live, on the table's clock: screening {t['screening_vs_exhaustive']:.3f} of the exhaustive cost; 95% of "
+                  f"the exhaustive dev hypervolume at {at(t['to_95'])} ({at(live['to_95_in_table_units'])} on the live "
+                  f"clock scaled to the same total); dev hypervolume at the end {result['dev_hv_vs_exhaustive']:.3f} of "
+                  f"the exhaustive; test hypervolume against the paper path's at 1x its cost "
+                  f"{result['test_hv_vs_paper']['1x']:.3f}, at 2x {result['test_hv_vs_paper']['2x']:.3f}"]
     if "replay" in result:
         r = result["replay"]
         lines.append(f"replay of screen-{result['signal']}: 95% at {r['to_95_median']} (range {r['to_95_range']}); test "
@@ -198,7 +228,7 @@ def render(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", required=True, type=Path, help="a table of benchmarks/table.py")
-    parser.add_argument("--data", required=True, type=Path, help="the shared data folder (the one holding mt/)")
+    parser.add_argument("--data", type=Path, help="the shared data folder (the one holding mt/); needed to search")
     parser.add_argument("--replay", type=Path, help="the replay's JSON, to set the live figures beside")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/live-search"),
                         help="the search's folders and stage cache (default benchmarks/work/live-search)")
@@ -206,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8, help="trials in full after screening (default 8)")
     parser.add_argument("--scale", default="cpu", choices=("quick", "cpu"), help="the table's setup")
     parser.add_argument("--out", type=Path, help="also write the result as JSON")
+    parser.add_argument("--summary", type=Path, help="summarise an earlier run's JSON again instead of searching")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -216,28 +247,46 @@ def main(argv: list[str] | None = None) -> int:
         replayed = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else None
         work = args.work.resolve()
         work.mkdir(parents=True, exist_ok=True)
-        if not (work / "text" / "corpus.txt").is_file():
-            prepare_text(args.data.resolve(), work / "text")
-        spec = live_spec(table, setup, work, args.data.resolve(), args.signal, args.samples)
+        if args.summary:
+            earlier = json.loads(args.summary.read_text(encoding="utf-8"))
+        else:
+            if args.data is None:
+                raise UsageError("--data: give the shared data folder (the one holding mt/) to search")
+            if not (work / "text" / "corpus.txt").is_file():
+                prepare_text(args.data.resolve(), work / "text")
+            spec = live_spec(table, setup, work, args.data.resolve(), args.signal, args.samples)
     except (UsageError, OSError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from search.driver import search
-    from search.prepare import prepare
-    from search.screening import SCREEN_FILE, read_screening
+    if args.summary:  # the figures again from an earlier run's file, without searching
+        trials = [{k: t[k] for k in ("trial", "name", "params", "cpu_s", "dev", "test")} for t in earlier["trial_rows"]]
+        cpu_s = earlier.get("live_clock", {}).get("screening_cpu_s", earlier.get("screening_cpu_s"))
+        result = summarise(table, earlier["screening_values"], cpu_s, trials, replayed, earlier["signal"])
+        kept = ("command", "commit", "dirty", "machine", "date", "table", "teacher_wall_s", "search_wall_s", "teacher", "wall_s")
+        result = {**{k: earlier[k] for k in kept if k in earlier},
+                  "summarised": provenance(["benchmarks/live_search.py", *(argv if argv is not None else sys.argv[1:])]),
+                  **result}
+    else:
+        from search.driver import search
+        from search.prepare import prepare
+        from search.screening import SCREEN_FILE, read_screening
 
-    started = time.time()
-    t = time.time()
-    _, reference = prepare(spec)  # the teacher and its reference, outside the search's clock (cached for the search)
-    teacher_s = time.time() - t
-    outcome = search(spec)
-    folder = Path(spec.search.storage_path) / outcome.name
-    screening = list(read_screening(folder / SCREEN_FILE, args.signal).values())
-    result = summarise(table, replay.Measure(table), screening, outcome.records, replayed, args.signal)
-    result = {**provenance(["benchmarks/live_search.py", *(argv if argv is not None else sys.argv[1:])]),
-              "table": str(args.table), "teacher_wall_s": round(teacher_s, 1), "search_wall_s": round(outcome.seconds, 1),
-              "teacher": {"dev": round(reference["quality"], 4), "table_dev": round(analyse_table.quality(table["teacher"]), 4)},
-              "wall_s": round(time.time() - started, 1), **result}
+        started = time.time()
+        t = time.time()
+        _, reference = prepare(spec)  # the teacher and its reference, outside the search's clock (cached for it)
+        teacher_s = time.time() - t
+        outcome = search(spec)
+        folder = Path(spec.search.storage_path) / outcome.name
+        screening = list(read_screening(folder / SCREEN_FILE, args.signal).values())
+        cpu_s = sum((r.get("build_cpu_s") or 0.0) + (r.get("signal_cpu_s") or 0.0) for r in screening)
+        result = summarise(table, {r["label"]: r.get("value") for r in screening}, cpu_s,
+                           live_trials(table, outcome.records), replayed, args.signal)
+        result = {**provenance(["benchmarks/live_search.py", *(argv if argv is not None else sys.argv[1:])]),
+                  "table": str(args.table), "teacher_wall_s": round(teacher_s, 1),
+                  "search_wall_s": round(outcome.seconds, 1),
+                  "teacher": {"dev": round(reference["quality"], 4),
+                              "table_dev": round(analyse_table.quality(table["teacher"]), 4)},
+                  "wall_s": round(time.time() - started, 1), **result}
     print(render(result))
     if args.out:
         write_json(args.out, result)
