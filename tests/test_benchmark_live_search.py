@@ -39,6 +39,10 @@ def test_a_live_search_that_chooses_and_scores_as_the_replay_gets_its_figures():
     assert result["live_clock"]["spent_cpu_s"] == 43 and result["live_clock"]["vs_table_clock"] == pytest.approx(0.5)
     assert [t["clock_s"] for t in result["trial_rows"]] == [20.5, 28, 35.5, 43]
     assert result["dev_hv_vs_exhaustive"] == 1.0
+    assert result["own_front"] == {"dev_hv_vs_table_exhaustive": 1.0, "to_95": pytest.approx(56 / 84, abs=1e-4),
+                                   "members": sorted(names[n] for n in "ABD")}
+    fewer = live_search.summarise(table, screened, 13.0, _trials(table, "ADB"), None, "probe")
+    assert "own_front" not in fewer  # C never trained: no live exhaustive front
 
 
 def test_a_best_student_that_scores_worse_live_keeps_the_search_off_the_front():
@@ -50,5 +54,7 @@ def test_a_best_student_that_scores_worse_live_keeps_the_search_off_the_front():
     assert result["table_clock"]["to_95"] is None and result["dev_hv_vs_exhaustive"] == pytest.approx(0.86)
     assert result["dev_abs_diff_vs_table"] == {"mean": 0.075, "max": 0.3}
     assert result["rank_agreement"] == 1.0
+    # against its own exhaustive front (A, B: 430) A alone holds 270 and A, D still 270: 95% needs B, third
+    assert result["own_front"]["to_95"] == pytest.approx(71 / 84, abs=1e-4)
     swapped = live_search.summarise(table, {names[n]: 0.0 for n in "DABC"}, 13.0, _trials(table, "DABC"), None, "probe")
     assert swapped["rank_agreement"] == pytest.approx(2 / 3, abs=1e-4)  # one pair of four out of order
