@@ -41,7 +41,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from provenance import fresh_path, provenance, write_json  # noqa: E402
 
 from pipeline import runtimes  # noqa: E402
-from pipeline.config import RUNTIMES, LatencyConfig, TaskSource, TaskTraining  # noqa: E402
+from pipeline.config import RUNTIMES, EvalConfig, LatencyConfig, TaskSource, TaskTraining  # noqa: E402
 from pipeline.measure import latency_ms  # noqa: E402
 
 log = logging.getLogger("latency")
@@ -131,30 +131,20 @@ class _OnnxTaskModel:
 def downstream_table(model_dir: Path, task: str, data_dir: Path, training: TaskTraining, scratch: Path,
                      threads: int) -> tuple[str, dict]:
     """Fine-tune ``model_dir`` on ``task`` once, then score test with PyTorch, ONNX fp32 and ONNX int8."""
-    from transformers import AutoTokenizer
-
-    # The evaluation's own steps (pipeline.evaluate), so the scores are the ones a search reports.
-    from pipeline.data import load_task
-    from pipeline.evaluate import _encode, _most_frequent, _score_split, _train
-    from pipeline.families import max_positions
-    from pipeline.modeling import load_config
+    # The evaluation's own training and scoring (pipeline.evaluate), so the scores are the ones a search reports.
+    from pipeline.evaluate import train_task
     from pipeline.metrics import task_metric
 
-    data = load_task(task, TaskSource(str(data_dir)))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    splits = {"train": data.train.head(training.max_train_examples), "test": data.test.head(training.max_eval_examples)}
-    label_ids = {label: i for i, label in enumerate(data.labels)}
-    length = min(training.max_length, max_positions(load_config(str(model_dir))))
-    encoded = {name: _encode(tokenizer, data.kind, split, label_ids, length, "word") for name, split in splits.items()}
-    encoded["dev"] = encoded["test"][:0]  # select="last": no dev pass needed
-    pad = tokenizer.pad_token_id
+    cfg = dataclasses.replace(EvalConfig(), method="finetune", seeds=(1,), scoring="word",
+                              **{task: dataclasses.replace(training, method="finetune", select="last")})
     started = time.perf_counter()
-    model, _ = _train(str(model_dir), data, encoded, training, "finetune", 1, pad, "cpu", None, task)
+    trained = train_task(str(model_dir), task, TaskSource(str(data_dir)), cfg, seed=1, device="cpu")
+    model = trained.model
     log.info("fine-tuned %s on %s in %.0f s", model_dir, task, time.perf_counter() - started)
-    fallback = _most_frequent(data)
+    sizes = trained.sizes()
 
     def score(predictor) -> float:
-        return _score_split(predictor, encoded["test"], splits["test"], data, task, "word", fallback, pad, "cpu")
+        return trained.score("test", predictor)
 
     fine_tuned = scratch / "fine-tuned"
     model.encoder.save_pretrained(fine_tuned)
@@ -165,12 +155,12 @@ def downstream_table(model_dir: Path, task: str, data_dir: Path, training: TaskT
         run = runtimes.encoder_fn(runtime, fine_tuned, threads_count=threads)
         scores[runtime] = score(_OnnxTaskModel(run, model.head))
     metric = task_metric(task)
-    lines = [f"Model {model_dir} fine-tuned on {data_dir} ({len(splits['train'])} train sentences, {training.epochs} "
-             f"epochs, lr {training.lr:g}), scored on {len(splits['test'])} test examples ({metric}).", "",
+    lines = [f"Model {model_dir} fine-tuned on {data_dir} ({sizes['train']} train sentences, {training.epochs} "
+             f"epochs, lr {training.lr:g}), scored on {sizes['test']} test examples ({metric}).", "",
              f"| runtime | test {metric} | difference to PyTorch fp32 |", "|---|---:|---:|"]
     lines += [f"| {runtime} | {value:.4f} | {value - scores['torch']:+.4f} |" for runtime, value in scores.items()]
     return "\n".join(lines), {"model": str(model_dir), "task": task, "metric": metric, "test": scores,
-                              "train_examples": len(splits["train"]), "test_examples": len(splits["test"]),
+                              "train_examples": sizes["train"], "test_examples": sizes["test"],
                               "epochs": training.epochs, "lr": training.lr}
 
 

@@ -39,7 +39,7 @@ from pipeline.errors import UsageError
 from pipeline.families import max_positions
 from pipeline.metrics import example_stats, score, task_metric
 
-__all__ = ["add_arguments", "evaluate_task", "main"]
+__all__ = ["TrainedTask", "add_arguments", "evaluate_task", "main", "train_task"]
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -76,47 +76,19 @@ def evaluate_task(
     Raises:
         UsageError: bad data or a model directory that does not load.
     """
-    import torch
-
-    from pipeline import modeling
-    from pipeline.modeldir import check_model_dir
-
-    if task not in TASKS:
-        raise UsageError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-    training: TaskTraining = getattr(cfg, task)
-    method = training.method or cfg.method
+    started, cpu = time.perf_counter(), time.process_time()
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
-    started, cpu = time.perf_counter(), time.process_time()
-    if Path(model_dir).expanduser().is_dir():  # a hub id (a teacher used as it is) is checked as it loads
-        check_model_dir(model_dir)
-    config = modeling.load_config(model_dir)
-    data = load_task(task, source)
-    tokenizer = modeling.load_tokenizer(model_dir, vocab_size=config["vocab_size"])
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    max_length = min(training.max_length, max_positions(config))
-    splits = {
-        "train": data.train.head(training.max_train_examples),
-        "dev": data.dev.head(training.max_eval_examples),
-        "test": data.test.head(training.max_eval_examples),
-    }
-    label_ids = {label: i for i, label in enumerate(data.labels)}
-    encoded = {
-        name: _encode(tokenizer, data.kind, split, label_ids, max_length, cfg.scoring)
-        for name, split in splits.items()
-    }
-    fallback = _most_frequent(data)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    setup = _Setup.of(model_dir, task, source, cfg, device)
     scores, dev_scores, epochs, examples = [], [], [], {"dev": [], "test": []}
     for seed in cfg.seeds:
-        model, epoch = _train(model_dir, data, encoded, training, method, seed, pad_id, device, progress, task)
+        trained = setup.train(seed, progress)
         for name in ("test", "dev"):
-            gold, predicted = _split_outputs(model, encoded[name], splits[name], data, cfg.scoring, fallback, pad_id,
-                                             device)
+            gold, predicted = trained.outputs(name)
             (scores if name == "test" else dev_scores).append(score(task, gold, predicted, cfg.scoring))
-            examples[name].append(example_stats(task, gold, predicted, cfg.scoring, data.labels))
+            examples[name].append(example_stats(task, gold, predicted, cfg.scoring, setup.data.labels))
         test, dev = scores[-1], dev_scores[-1]
-        epochs.append(epoch)
+        epochs.append(trained.epoch)
         _report(progress, f"{task} seed {seed}: test {task_metric(task, cfg.scoring)} {test:.4f} (dev {dev:.4f})")
     return {
         "task": task,
@@ -129,9 +101,9 @@ def evaluate_task(
         "dev_scores": dev_scores,
         "seeds": list(cfg.seeds),
         "epochs": epochs,
-        "sizes": {name: len(split) for name, split in splits.items()},
-        "num_labels": len(data.labels),
-        "method": method,
+        "sizes": {name: len(split) for name, split in setup.splits.items()},
+        "num_labels": len(setup.data.labels),
+        "method": setup.method,
         "scoring": cfg.scoring,
         "model": str(model_dir),
         "data": source.source,
@@ -139,6 +111,89 @@ def evaluate_task(
         "cpu_seconds": round(time.process_time() - cpu, 2),
         "examples": examples,
     }
+
+
+def train_task(model_dir: str, task: str, source: TaskSource, cfg: EvalConfig, *, seed: int,
+               device: str | None = None, progress: Callable[[str], None] | None = None) -> TrainedTask:
+    """The task model of one seed of `evaluate_task`, trained exactly as there, with its splits ready to
+    score by it or by another predictor of the same outputs (an exported encoder under its head).
+
+    Raises:
+        UsageError: bad data or a model directory that does not load.
+    """
+    return _Setup.of(model_dir, task, source, cfg, device).train(seed, progress)
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What every seed of one task's evaluation shares: the data, its encoded splits and the settings."""
+
+    model_dir: str
+    task: str
+    data: TaskData
+    training: TaskTraining
+    method: str
+    scoring: str
+    splits: dict
+    encoded: dict
+    fallback: str
+    pad_id: int
+    device: str
+
+    @classmethod
+    def of(cls, model_dir: str, task: str, source: TaskSource, cfg: EvalConfig, device: str | None) -> _Setup:
+        import torch
+
+        from pipeline import modeling
+        from pipeline.modeldir import check_model_dir
+
+        if task not in TASKS:
+            raise UsageError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+        training: TaskTraining = getattr(cfg, task)
+        if Path(model_dir).expanduser().is_dir():  # a hub id (a teacher used as it is) is checked as it loads
+            check_model_dir(model_dir)
+        config = modeling.load_config(model_dir)
+        data = load_task(task, source)
+        tokenizer = modeling.load_tokenizer(model_dir, vocab_size=config["vocab_size"])
+        max_length = min(training.max_length, max_positions(config))
+        splits = {
+            "train": data.train.head(training.max_train_examples),
+            "dev": data.dev.head(training.max_eval_examples),
+            "test": data.test.head(training.max_eval_examples),
+        }
+        label_ids = {label: i for i, label in enumerate(data.labels)}
+        encoded = {name: _encode(tokenizer, data.kind, split, label_ids, max_length, cfg.scoring)
+                   for name, split in splits.items()}
+        return cls(model_dir, task, data, training, training.method or cfg.method, cfg.scoring, splits, encoded,
+                   _most_frequent(data), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                   device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def train(self, seed: int, progress: Callable[[str], None] | None) -> TrainedTask:
+        model, epoch = _train(self.model_dir, self.data, self.encoded, self.training, self.method, seed, self.pad_id,
+                              self.device, progress, self.task)
+        return TrainedTask(model, epoch, self)
+
+
+class TrainedTask:
+    """A task model trained on one seed (`train_task`): ``model`` maps ``(ids, mask)`` to logits and has
+    ``encoder`` and ``head``; ``epoch`` is the epoch it was taken from (1-based)."""
+
+    def __init__(self, model, epoch: int, setup: _Setup) -> None:
+        self.model, self.epoch, self._setup = model, epoch, setup
+
+    def sizes(self) -> dict[str, int]:
+        """Examples per split (``train``, ``dev``, ``test``)."""
+        return {name: len(split) for name, split in self._setup.splits.items()}
+
+    def outputs(self, split: str = "test", predictor=None) -> tuple[list, list]:
+        """``(gold, predicted)`` of ``split`` by ``predictor`` (default: the trained model)."""
+        s = self._setup
+        return _split_outputs(predictor or self.model, s.encoded[split], s.splits[split], s.data, s.scoring,
+                              s.fallback, s.pad_id, s.device)
+
+    def score(self, split: str = "test", predictor=None) -> float:
+        """The task's metric on ``split`` by ``predictor`` (default: the trained model)."""
+        return score(self._setup.task, *self.outputs(split, predictor), self._setup.scoring)
 
 
 def _report(progress: Callable[[str], None] | None, message: str) -> None:
@@ -306,10 +361,6 @@ def _predict(model, rows, pad_id, device, batch_size: int = 64) -> list:
             for row, i in enumerate(index):
                 predictions[i] = best[row]
     return predictions
-
-
-def _score_split(model, rows, split, data: TaskData, task, scoring, fallback, pad_id, device) -> float:
-    return score(task, *_split_outputs(model, rows, split, data, scoring, fallback, pad_id, device), scoring)
 
 
 def _split_outputs(model, rows, split, data: TaskData, scoring, fallback, pad_id, device) -> tuple[list, list]:

@@ -144,3 +144,25 @@ def test_a_hub_teacher_is_evaluated_through_the_same_checks(tiny_xlmr, tmp_path,
     cfg = EvalConfig(seeds=(1,), topic=TaskTraining(epochs=1, max_train_examples=2, max_eval_examples=2))
     result = evaluate_task("org/tiny", "topic", TaskSource(str(folder)), cfg)
     assert 0 <= result["mean"] <= 1 and result["model"] == "org/tiny"
+
+
+@pytest.mark.parametrize("task", ["pos", "topic"])
+def test_one_trained_seed_scores_as_the_evaluation_does(task, shared_data, tiny_xlmr):
+    """`train_task` is one seed of `evaluate_task`: the same model, so the same dev and test scores; a
+    predictor of the same outputs (here the model's own forward, wrapped) scores the same again."""
+    import torch
+
+    from pipeline.evaluate import train_task
+
+    source = TaskSource(str(shared_data / REAL[task]))
+    cfg = quick(task, method="finetune", seeds=(2,))
+    result = evaluate_task(str(tiny_xlmr), task, source, cfg)
+    trained = train_task(str(tiny_xlmr), task, source, cfg, seed=2)
+    assert trained.sizes() == result["sizes"] and trained.epoch == result["epochs"][0]
+    assert trained.score("test") == result["scores"][0] and trained.score("dev") == result["dev_scores"][0]
+
+    def wrapped(ids, mask):
+        with torch.no_grad():
+            return trained.model.head(trained.model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+    assert trained.score("test", wrapped) == result["scores"][0]
