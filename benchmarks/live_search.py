@@ -20,7 +20,7 @@ in the order they finished. Hypervolumes use the replay's reference point and ex
 hypervolume (a fraction of the exhaustive cost), the dev hypervolume at the end, and the test
 hypervolume at the paper path's cost and at twice it. Two clocks: the live one (what the search
 measured) and the table's (the same builds and evaluations priced at what the table measured, once:
-the replay's unit, `replay.Clock`), since the two machines' timings differ. Each trial's dev and test
+the replay's unit, `replay.Clock`), since timings differ between the table's run and this one. Each trial's dev and test
 scores are also set beside the table's for the same candidate. ``--summary`` computes the figures
 again from an earlier run's JSON, without searching.
 """
@@ -46,8 +46,6 @@ from maltese_data import prepare_text  # noqa: E402
 from provenance import provenance, write_json  # noqa: E402
 
 from pipeline.errors import UsageError  # noqa: E402
-
-log = logging.getLogger("live_search")
 
 
 def live_spec(table: dict, setup, work: Path, data: Path, signal: str, samples: int):
