@@ -69,15 +69,7 @@ def live_spec(table: dict, setup, work: Path, data: Path, signal: str, samples: 
 
 def table_rows(table: dict) -> dict[str, dict]:
     """The table's students of its space by the search's label of their candidate."""
-    return {_name(row): row for row in analyse_table.space_students(table)}
-
-
-def _name(row: dict) -> str:
-    """The search's label of a table row's candidate (`search.space.label`)."""
-    from pipeline.config import Candidate
-    from search.space import label
-
-    return label(Candidate(**row["candidate"]))
+    return {replay.row_label(row): row for row in analyse_table.space_students(table)}
 
 
 def live_trials(table: dict, records: list[dict]) -> list[dict]:
@@ -147,7 +139,7 @@ def summarise(table: dict, screened: dict[str, float | None], screening_cpu_s: f
         return round(measure.hv([r for r in found if r["name"] in front], "test") / measure.paper_test, 4)
 
     order = list(screened)
-    table_order = [r["label"] for r in replay_order(table, signal)]
+    table_order = [replay.row_label(r) for r in replay.screening_order(table, analyse_table.space_students(table), signal)]
     same = [abs(t["dev"] - t["table_dev"]) for t in trials]
     result = {
         "signal": signal, "trials": len(rows), "screened": len(order),
@@ -178,15 +170,6 @@ def summarise(table: dict, screened: dict[str, float | None], screening_cpu_s: f
             result["replay"] = {k: strategy[k] for k in ("to_95_median", "to_95_range", "test_hv_vs_paper_1x_range",
                                                          "test_hv_vs_paper_2x_range")}
     return result
-
-
-def replay_order(table: dict, signal: str) -> list[dict]:
-    """The replay's screening order of the table's students (`search.screening.ranked`)."""
-    from search.screening import ranked
-
-    rows = analyse_table.space_students(table)
-    records = [{"label": _name(r), "value": r["signals"][signal]["0"], "params": r["params"]} for r in rows]
-    return ranked(records, table["signals"][signal])
 
 
 def _kendall(a: list[str], b: list[str]) -> float | None:

@@ -119,7 +119,7 @@ def replay_spec(table: dict, spec_path: str | None, overrides: list[str]):
     return spec
 
 
-def _label(row: dict) -> str:
+def row_label(row: dict) -> str:
     """The search's label of a table row's candidate (`search.space.label`)."""
     from pipeline.config import Candidate
     from search.space import label
@@ -172,7 +172,7 @@ def replay(table: dict, spec, strategy: Strategy, seed: int) -> Run:
     from search.sampler import distributions
     from search.space import label, to_candidate
 
-    rows = {_label(r): r for r in space_students(table)}
+    rows = {row_label(r): r for r in space_students(table)}
     clock = Clock(table)
     run = Run(strategy.name, seed, [], 0, 0.0)
     scheduler = None if strategy.kind in ("full", "screen") else _scheduler(table, strategy)
@@ -226,12 +226,18 @@ def _scheduler(table: dict, strategy: Strategy):
 
 def _screened(table: dict, rows: list[dict], signal: str, clock: Clock) -> list[dict]:
     """Every row built to rung 0 and scored with ``signal`` there, in the order the search's screening
-    gives them (`search.screening.ranked`)."""
-    from search.screening import ranked
-
+    gives them (`screening_order`)."""
     for row in rows:
         clock.build(row, 0)
         clock.pay(row["signal_cost_s"][signal]["0"])
+    return screening_order(table, rows, signal)
+
+
+def screening_order(table: dict, rows: list[dict], signal: str) -> list[dict]:
+    """``rows`` in the order the search's screening gives them by ``signal`` at rung 0
+    (`search.screening.ranked`)."""
+    from search.screening import ranked
+
     records = [{"label": row["name"], "value": row["signals"][signal]["0"], "params": row["params"], "row": i}
                for i, row in enumerate(rows)]
     return [rows[r["row"]] for r in ranked(records, table["signals"][signal])]

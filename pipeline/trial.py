@@ -210,10 +210,7 @@ def run_trial(plan: TrialPlan, progress: Progress | None = None) -> dict:
                                  plan.device, progress))
     result["timings"]["evaluate"] = round(time.perf_counter() - started, 3)
     result["cpu_s"]["evaluate"] = round(time.process_time() - cpu, 3)
-    started, cpu = time.perf_counter(), time.process_time()
-    result["latency_ms"] = _latency(model_dir, plan.latency, plan.device)
-    result["timings"]["latency"] = round(time.perf_counter() - started, 3)
-    result["cpu_s"]["latency"] = round(time.process_time() - cpu, 3)
+    _add_latency(result, plan)
     report(f"latency: {result['latency_ms']:.2f} ms on {plan.latency.runtime}")
     return result
 
@@ -251,10 +248,7 @@ def score_student(plan: TrialPlan, signal: str, evaluation: EvalConfig | None, c
     if progress:
         progress(f"{signal}: {measured['value']:.4f} in {measured['cpu_s']:.1f} CPU s")
     if latency:
-        started, cpu = time.perf_counter(), time.process_time()
-        result["latency_ms"] = _latency(result["model_dir"], plan.latency, plan.device)
-        result["timings"]["latency"] = round(time.perf_counter() - started, 3)
-        result["cpu_s"]["latency"] = round(time.process_time() - cpu, 3)
+        _add_latency(result, plan)
     return result
 
 
@@ -292,6 +286,15 @@ def teacher_reference(teacher_dir: str, tasks: dict[str, TaskSource], evaluation
     if latency is not None:
         result["latency_ms"] = _latency(teacher_dir, latency, device)
     return result
+
+
+def _add_latency(result: dict, plan: TrialPlan) -> None:
+    """The latency of ``result``'s student (``latency_ms``), with its wall and CPU seconds in ``timings``
+    and ``cpu_s``."""
+    started, cpu = time.perf_counter(), time.process_time()
+    result["latency_ms"] = _latency(result["model_dir"], plan.latency, plan.device)
+    result["timings"]["latency"] = round(time.perf_counter() - started, 3)
+    result["cpu_s"]["latency"] = round(time.process_time() - cpu, 3)
 
 
 def _latency(model_dir: str, cfg: LatencyConfig, device: str | None) -> float:

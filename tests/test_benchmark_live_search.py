@@ -15,10 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "benchmarks")]
 
 import live_search  # noqa: E402
+import replay  # noqa: E402
 
 
 def _trials(table: dict, order: str, dev: dict[str, float] | None = None) -> list[dict]:
-    names = {row["name"]: live_search._name(row) for row in table["students"]}
+    names = {row["name"]: replay.row_label(row) for row in table["students"]}
     dev = dev or {}
     return [{"trial": f"t{i}", "name": names[n], "params": SHAPES[n][2], "cpu_s": 7.5,
              "dev": dev.get(n, SHAPES[n][3]), "test": SHAPES[n][3]} for i, n in enumerate(order)]
@@ -26,7 +27,7 @@ def _trials(table: dict, order: str, dev: dict[str, float] | None = None) -> lis
 
 def test_a_live_search_that_chooses_and_scores_as_the_replay_gets_its_figures():
     table = hand_table()
-    names = {row["name"]: live_search._name(row) for row in table["students"]}
+    names = {row["name"]: replay.row_label(row) for row in table["students"]}
     screened = {names[n]: SHAPES[n][3] for n in "ADBC"}  # the replay's screening order (test_benchmark_replay)
     result = live_search.summarise(table, screened, 13.0, _trials(table, "ADBC"), None, "probe")
     assert result["rank_agreement"] == 1.0 and result["dev_abs_diff_vs_table"] == {"mean": 0.0, "max": 0.0}
@@ -47,7 +48,7 @@ def test_a_live_search_that_chooses_and_scores_as_the_replay_gets_its_figures():
 
 def test_a_best_student_that_scores_worse_live_keeps_the_search_off_the_front():
     table = hand_table()
-    names = {row["name"]: live_search._name(row) for row in table["students"]}
+    names = {row["name"]: replay.row_label(row) for row in table["students"]}
     screened = {names[n]: SHAPES[n][3] for n in "ADBC"}
     result = live_search.summarise(table, screened, 13.0, _trials(table, "ADBC", {"D": 0.3}), None, "probe")
     # D at 0.3 is dominated by A: the front holds A and B, 0.3 x 900 + 0.2 x 800 = 430 of 500
