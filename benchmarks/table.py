@@ -552,7 +552,7 @@ class Run:
     def pilots(self, spec) -> None:
         setup, t = self.setup, time.time()
         options = protocol_options(setup)
-        teacher = _teacher(spec)
+        teacher = self._the_teacher(spec)
         random_dir = self._random(spec)
         protocol = self.table["protocol"] or {"pilots": [], "pilot_cost_s": 0.0}
         done = {(p["model"], p["option"], p["task"]) for p in protocol["pilots"]}
@@ -586,6 +586,18 @@ class Run:
         self.table["protocol"] = protocol
         self.phase("pilots", t)
 
+    def _the_teacher(self, spec) -> str:
+        """The teacher's folder, built unless the stage cache holds it. A run that builds it records the
+        build's wall seconds (``teacher_built_s``), so a table's time counts a teacher built within its runs
+        once and one built before them apart."""
+        cache = Path(spec.search.cache_dir)
+        before = set(os.listdir(cache)) if cache.is_dir() else set()
+        t = time.time()
+        folder = _teacher(spec)
+        if Path(folder).name not in before:
+            self.session["teacher_built_s"] = round(time.time() - t, 1)
+        return folder
+
     def protocol(self) -> tuple[EvalConfig, int]:
         return chosen_protocol(self.table, self.setup)
 
@@ -609,7 +621,7 @@ class Run:
         report = preflight(spec)  # every source opens, before anything trains
         report.raise_problems()
         config = teacher_config(spec)
-        context = trial_context(spec, _teacher(spec), config)
+        context = trial_context(spec, self._the_teacher(spec), config)
         # the table scores its own rungs (0 and those of its protocol); the spec's fidelity gives the
         # schedule they share, which the builds' keys hold
         if max(context.rungs) != max(self.setup.rungs):
