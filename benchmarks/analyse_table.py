@@ -3,6 +3,7 @@
     python benchmarks/analyse_table.py benchmarks/results/maltese-table-cpu.json
     python benchmarks/analyse_table.py TABLE --signal probe --rung 25     # one signal at one rung
     python benchmarks/analyse_table.py TABLE --out analysis.json         # the numbers as JSON too
+    python benchmarks/analyse_table.py TABLE --against EARLIER_TABLE     # a rebuild: how far it moved, what repeats
 
 No model is loaded and nothing is trained: the table holds per-example counts of every full evaluation
 (`pipeline.metrics.example_stats`), so any score can be recomputed on a resample of the test examples.
@@ -22,6 +23,10 @@ No model is loaded and nothing is trained: the table holds per-example counts of
 Every difference is A minus B in the mean over tasks of the test scores (and per task), with a 95%
 paired bootstrap interval: test examples are resampled alike for both models, and each model's seeds
 are resampled. A difference whose interval holds 0 is a tie.
+
+- **A rebuild** (``--against``, a table of the same setup built again, teacher included): each model's
+  change against that interval of one build, tau between the two builds' orders, the dev fronts' overlap,
+  and every claim of both analyses side by side.
 """
 
 from __future__ import annotations
@@ -276,6 +281,101 @@ def paper_shape(table: dict, boot: Bootstrap) -> dict:
             "most_robust_share": {t: round(float(np.mean(winners == i)), 3) for i, t in enumerate(tasks)}}
 
 
+# ---------------------------------------------------------------------------- a rebuild
+def _scratch_name(row: dict) -> str:
+    return f"{row['of']} from scratch ({row['budget']} FLOPs)"
+
+
+def _pairs(this: dict, other: dict) -> list[tuple[str, str, dict, dict]]:
+    """``(kind, name, this row, other row)`` of every model both tables evaluated in full."""
+    pairs = [(name, name, this[name], other[name]) for name in ("teacher", "random") if this.get(name) and other.get(name)]
+    theirs = {s["name"]: s for s in other["students"] if "dev" in s}
+    pairs += [("paper" if s.get("paper") and not s.get("space") else "student", s["name"], s, theirs[s["name"]])
+              for s in this["students"] if "dev" in s and s["name"] in theirs]
+    scratch = {_scratch_name(s): s for s in other.get("scratch", [])}
+    pairs += [("scratch", _scratch_name(s), s, scratch[_scratch_name(s)]) for s in this.get("scratch", [])
+              if _scratch_name(s) in scratch]
+    return pairs
+
+
+def rebuild_report(this: dict, other: dict, resamples: int = 2000, seed: int = 0) -> dict:
+    """The same setup tabulated twice, teacher and students rebuilt: how far a rebuild moves each model.
+
+    For every model both tables evaluated: its dev quality in each, and this build minus the other on test
+    with the paired interval of one build (test examples and evaluation seeds resampled alike). A rebuild
+    that moves a model beyond that interval shows build-to-build variance the interval does not hold.
+    Over the space's students: the mean, mean absolute and largest change of dev and test quality, Kendall's
+    tau between the builds' orders, and how many of each build's dev front the other's front keeps.
+
+    Raises:
+        UsageError: when the tables are of different setups or were scored on different test sets.
+    """
+    from scipy.stats import kendalltau
+
+    mine, theirs = ((t.get("fingerprint") or {}).get("hash") for t in (this, other))
+    if mine != theirs:
+        raise UsageError(f"--against: a table of another setup (fingerprint {theirs}, this table's {mine})")
+    pairs = _pairs(this, other)
+    tasks = tasks_of(this)
+    if not pairs or tasks_of(other) != tasks:
+        raise UsageError("--against: the tables share no model evaluated on the same tasks")
+    for _, name, a, b in pairs:
+        for task in tasks:
+            if _length(a["examples"][task]["test"][0]) != _length(b["examples"][task]["test"][0]):
+                raise UsageError(f"--against: {name} was scored on another {task} test set in the other table")
+    boot = Bootstrap(this, resamples, seed)
+    rows = [{"kind": kind, "name": name, "params": a["params"],
+             "dev": {"this": round(quality(a), 4), "other": round(quality(b), 4)},
+             "test": {"this": round(quality(a, "test"), 4), "other": round(quality(b, "test"), 4)},
+             "test_diff": boot.compare(a, b, tasks)["mean"]} for kind, name, a, b in pairs]
+    space = [(a, b) for kind, _, a, b in pairs if kind == "student" and a.get("space")]
+    summary = {"students": len(space)}
+    for split in ("dev", "test"):
+        diffs = [quality(a, split) - quality(b, split) for a, b in space]
+        summary[split] = {"mean": _round(statistics.fmean(diffs)), "mean_abs": _round(statistics.fmean(map(abs, diffs))),
+                          "max_abs": _round(max(map(abs, diffs))),
+                          "tau": _round(kendalltau([quality(a, split) for a, _ in space],
+                                                   [quality(b, split) for _, b in space]).statistic)}
+    verdicts = [r["test_diff"]["verdict"] for r in rows if r["kind"] == "student"]
+    summary["beyond_interval"] = len(verdicts) - verdicts.count("tie")
+    fronts = dev_front([a for a, _ in space]), dev_front([b for _, b in space])
+    summary["front"] = {"this": sorted(fronts[0]), "other": sorted(fronts[1]), "both": sorted(fronts[0] & fronts[1])}
+    return {"summary": summary, "rows": rows}
+
+
+def _claims(result: dict) -> dict[str, dict]:
+    """Every claim of one analysis by a name that does not depend on the build: its difference and verdict,
+    or a signal's tau and interval."""
+    claims = {}
+    if "teacher_vs_random" in result:
+        claims["teacher - random"] = result["teacher_vs_random"]["mean"]
+        for r in result["front_vs_paper"]["rows"]:
+            if r.get("searched"):
+                claims[f"searched - paper {r['paper']}"] = {**r["test"]["mean"], "searched": r["searched"]}
+        for r in result["compression_vs_scratch"]:
+            claims[f"{r['student']} - scratch ({r['budget']} FLOPs)"] = r["test"]["mean"]
+    for r in result["signals"]:
+        if r["signal"] != "params" and r.get("tau") is not None:
+            claims[f"tau {r['signal']} at rung {r['rung']}"] = {"tau": r["tau"], "tau_95": r.get("tau_95")}
+    return claims
+
+
+def replication(this: dict, other: dict) -> list[dict]:
+    """Each claim that both analyses make, side by side: the same verdict, or (signals) overlapping intervals."""
+    mine, theirs = _claims(this), _claims(other)
+    rows = []
+    for name, a in mine.items():
+        if name not in theirs:
+            continue
+        b = theirs[name]
+        if "tau" in a:
+            same = bool(a["tau_95"] and b["tau_95"] and a["tau_95"][0] <= b["tau_95"][1] and b["tau_95"][0] <= a["tau_95"][1])
+        else:
+            same = a["verdict"] == b["verdict"]
+        rows.append({"claim": name, "this": a, "other": b, "agree": same})
+    return rows
+
+
 # ---------------------------------------------------------------------------- the report
 def analyse(table: dict, *, signals: list[str] | None = None, rungs: list[str] | None = None,
             resamples: int = 2000, seed: int = 0) -> dict:
@@ -441,6 +541,37 @@ def markdown(result: dict, tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def rebuild_markdown(result: dict) -> str:
+    """The rebuild section: the summary, each model's change, and the claims of both builds side by side."""
+    rebuild, summary = result["rebuild"], result["rebuild"]["summary"]
+    dev, test, front = summary["dev"], summary["test"], summary["front"]
+    lines = [f"Rebuilt: this table against the other (A = this build, B = the other). Over the "
+             f"{summary['students']} students of the space, mean quality over tasks, this minus the other: dev "
+             f"{dev['mean']:+.3f} on average (mean absolute {dev['mean_abs']:.3f}, largest {dev['max_abs']:.3f}), test "
+             f"{test['mean']:+.3f} (mean absolute {test['mean_abs']:.3f}, largest {test['max_abs']:.3f}); Kendall tau "
+             f"between the two builds' orders {dev['tau']:+.3f} on dev, {test['tau']:+.3f} on test. On test, the rebuild "
+             f"moved {summary['beyond_interval']} of {sum(r['kind'] == 'student' for r in rebuild['rows'])} students "
+             f"beyond the 95% interval of one build. Dev front: {len(front['both'])} of this build's "
+             f"{len(front['this'])} are on the other's ({len(front['other'])}).", "",
+             "| model | params | dev A / B | test A / B | test A - B [95%, one build] |", "|---|---:|---|---|---|"]
+    for r in rebuild["rows"]:
+        lines.append(f"| {r['name']} | {r['params']:,} | {r['dev']['this']:.3f} / {r['dev']['other']:.3f} | "
+                     f"{r['test']['this']:.3f} / {r['test']['other']:.3f} | {_ci(r['test_diff'])} ({r['test_diff']['verdict']}) |")
+    lines += ["", "| claim | this build | the other build | same verdict (signals: intervals overlap) |",
+              "|---|---|---|---|"]
+
+    def cell(claim: dict) -> str:
+        if "tau" in claim:
+            return f"{claim['tau']:+.3f}" + (f" [{claim['tau_95'][0]:+.2f}, {claim['tau_95'][1]:+.2f}]" if claim["tau_95"] else "")
+        return _ci(claim) + f" ({claim['verdict']}" + (f", {claim['searched']}" if "searched" in claim else "") + ")"
+
+    for r in result["replication"]:
+        lines.append(f"| {r['claim']} | {cell(r['this'])} | {cell(r['other'])} | {'yes' if r['agree'] else 'no'} |")
+    agree = [r["agree"] for r in result["replication"]]
+    lines.append(f"\n{agree.count(True)} of {len(agree)} claims repeat.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", type=Path)
@@ -449,19 +580,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the numbers here as JSON")
+    parser.add_argument("--against", type=Path,
+                        help="another table of the same setup (a rebuild): how far it moves each model, which claims repeat")
     args = parser.parse_args(argv)
     try:
         table = read_table(args.table)
         result = analyse(table, signals=args.signal, rungs=args.rung, resamples=args.resamples, seed=args.seed)
+        if args.against:
+            other = read_table(args.against)
+            result["rebuild"] = rebuild_report(table, other, args.resamples, args.seed)
+            result["replication"] = replication(result, analyse(other, signals=args.signal, rungs=args.rung,
+                                                                resamples=args.resamples, seed=args.seed))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = markdown(result, tasks_of(table))
+    text = markdown(result, tasks_of(table)) + ("\n\n" + rebuild_markdown(result) if args.against else "")
     if args.out:
         from provenance import provenance, write_json
 
         write_json(args.out, {**provenance(["benchmarks/analyse_table.py", *(argv or sys.argv[1:])]),
-                              "table_file": str(args.table), **result})
+                              "table_file": str(args.table),
+                              **({"against_file": str(args.against)} if args.against else {}), **result})
     print(text)
     return 0
 

@@ -108,6 +108,41 @@ def test_front_against_paper_picks_on_dev_among_what_the_search_built(monkeypatc
     assert row["same_choice_of_seeds"] == "10/10"
 
 
+def test_a_rebuild_is_measured_against_the_interval_of_one_build():
+    this, other = hand_table(), hand_table()
+    n = 400
+    this["students"][1]["examples"] = {t: {"dev": [_accuracy([1] * n)] * 2, "test": [_accuracy([1] * n)] * 2}
+                                       for t in TASKS}  # B rebuilt: every test example right, not half
+    this["students"][1]["test"] = {t: 1.0 for t in TASKS}
+    this["students"][3]["dev"] = {t: 0.5 for t in TASKS}  # D rebuilt: the best on dev, on the front now
+    report = analyse_table.rebuild_report(this, other, resamples=500)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["teacher", "random", "A", "B", "C", "D"]
+    assert rows["B"]["test_diff"]["diff"] == pytest.approx(0.5) and rows["B"]["test_diff"]["verdict"] == "A better"
+    assert rows["C"]["test_diff"] == {"diff": 0.0, "low": 0.0, "high": 0.0, "verdict": "tie"}
+    summary = report["summary"]
+    assert summary["beyond_interval"] == 1 and summary["students"] == 4
+    assert summary["dev"]["mean"] == pytest.approx(0.3 / 4) and summary["dev"]["max_abs"] == pytest.approx(0.3)
+    # dev orders A < B < C < D against A < D < B < C: D passes B and C, 2 of 6 pairs: tau (4 - 2) / 6
+    assert summary["dev"]["tau"] == pytest.approx(2 / 6, abs=1e-3)
+    assert summary["front"] == {"this": ["A", "B", "C", "D"], "other": ["A", "B", "C"], "both": ["A", "B", "C"]}
+    same = analyse_table.rebuild_report(other, hand_table(), resamples=200)["summary"]
+    assert (same["dev"]["max_abs"], same["dev"]["tau"], same["beyond_interval"]) == (0.0, 1.0, 0)
+
+
+def test_replication_puts_each_claim_of_two_builds_side_by_side():
+    first = analyse_table.analyse(hand_table(), resamples=200)
+    rebuilt = hand_table()
+    rebuilt["teacher"]["examples"] = rebuilt["random"]["examples"]  # the teacher rebuilt no better than random
+    rebuilt["teacher"]["test"] = rebuilt["random"]["test"]
+    second = analyse_table.analyse(rebuilt, resamples=200)
+    rows = {r["claim"]: r for r in analyse_table.replication(first, second)}
+    assert rows["teacher - random"]["this"]["verdict"] == "A better" and rows["teacher - random"]["other"]["verdict"] == "tie"
+    assert not rows["teacher - random"]["agree"]
+    assert rows["tau probe at rung 0"]["agree"] and rows["tau mlm at rung 200"]["agree"]
+    assert all(r["agree"] for r in analyse_table.replication(first, first))
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300)
 
@@ -140,6 +175,23 @@ def test_analysis_refuses_a_signal_or_rung_the_table_lacks(tmp_path, args, messa
     written = json.loads((tmp_path / "out.json").read_text())
     assert [(r["signal"], r["rung"]) for r in written["signals"]] == [("params", "-"), ("probe", "0")]
     assert written["commit"] and written["machine"]["cpus"]
+
+
+def test_analysis_refuses_a_rebuild_of_another_setup(tmp_path):
+    table, other = tmp_path / "table.json", tmp_path / "other.json"
+    table.write_text(json.dumps({**hand_table(), "fingerprint": {"hash": "aaaa"}}), encoding="utf-8")
+    other.write_text(json.dumps({**hand_table(), "fingerprint": {"hash": "bbbb"}}), encoding="utf-8")
+    args = [str(REPO / "benchmarks" / "analyse_table.py"), str(table), "--resamples", "100", "--out", str(tmp_path / "out.json")]
+    proc = _cli(*args, "--against", str(other))
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "error: --against: a table of another setup (fingerprint bbbb, this table's aaaa)"
+    assert not (tmp_path / "out.json").exists()
+    other.write_text(table.read_text(), encoding="utf-8")
+    ok = _cli(*args, "--against", str(other))
+    assert ok.returncode == 0, ok.stderr
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert written["against_file"] == str(other) and written["rebuild"]["summary"]["beyond_interval"] == 0
+    assert "claims repeat." in ok.stdout
 
 
 def test_tabulation_refuses_a_foreign_table(tmp_path, shared_data):
