@@ -190,8 +190,9 @@ def cost_of(rows: list[dict], builds: dict) -> float:
 
 
 def searched_at_cost(table: dict, budget: float, seed: int) -> list[dict]:
-    """The students a random search over the space builds (in a seeded order) before its cost passes ``budget``."""
-    order = space_students(table)
+    """The students a random search over the space builds (in a seeded order) before its cost passes ``budget``.
+    The order is drawn over the students by name, not as the table stores them (the order they finished in)."""
+    order = sorted(space_students(table), key=lambda r: r["name"])
     random.Random(seed).shuffle(order)
     chosen: list[dict] = []
     for row in order:

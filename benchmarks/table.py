@@ -670,7 +670,9 @@ class Run:
                     {"candidate": dataclasses.asdict(c), "paper": name in paper, "paper_name": paper.get(name),
                      "space": True, "rungs": True})
         jobs = [sorted(group, key=lambda e: e["candidate"]["vocab_size"] is None) for group in groups.values()]
-        jobs.sort(key=lambda g: (g[0]["candidate"]["hidden_size"], g[0]["candidate"]["intermediate_size"]))
+        # the largest first (longest-processing-time-first): the last jobs are small, so neither worker
+        # waits long for the other at the end
+        jobs.sort(key=lambda g: (g[0]["candidate"]["hidden_size"], g[0]["candidate"]["intermediate_size"]), reverse=True)
         jobs = _interleave(jobs, lambda g: g[0]["candidate"]["num_hidden_layers"])
         for name, c in maltese.paper_path(setup.scale):
             if label(c) not in done and label(c) not in {label(g) for g in grid}:
@@ -719,10 +721,11 @@ class Run:
         best = max(front, key=lambda r: statistics.fmean(r["dev"][t] for t in TASKS))
         done = {(r["of"], r["budget"]) for r in self.table["scratch"]}
         wanted = [(r, "path", r["flops"]) for r in front]
-        # last: it trains for the teacher's pretraining too (12x the path's FLOPs on the CPU table), so a
-        # session that ends first still holds every shape at the path's FLOPs
         wanted.append((best, "path+teacher", best["flops"] + self.table["teacher"]["flops"]))
-        wanted = [w for w in wanted if (w[0]["name"], w[1]) not in done]
+        # the most FLOPs first (longest-processing-time-first): the run for the teacher's pretraining too
+        # (12x a path's FLOPs on the CPU table) trains on one worker while the other takes the paths; last,
+        # it left one worker idle for most of its hour
+        wanted = sorted((w for w in wanted if (w[0]["name"], w[1]) not in done), key=lambda w: -w[2])
         if not wanted:
             return
         teachers = self.teachers(context)

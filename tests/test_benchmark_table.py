@@ -91,6 +91,9 @@ def test_the_search_stops_at_the_paper_paths_cost():
         0, 1, 2, 3, 4]
     table["students"][0]["rung_paths"] = {"200": ["b"]}  # a build two students share is paid once
     assert len(analyse_table.searched_at_cost(table, 55, seed=0)) == 4
+    stored = [r["name"] for r in analyse_table.searched_at_cost(table, 30, seed=3)]
+    table["students"].reverse()  # the order students finished in is not the search's
+    assert [r["name"] for r in analyse_table.searched_at_cost(table, 30, seed=3)] == stored
 
 
 def test_front_against_paper_picks_on_dev_among_what_the_search_built(monkeypatch):
