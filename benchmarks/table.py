@@ -1,6 +1,6 @@
 """The Maltese table: every student of a real space built and scored once, with its costs and cheap signals.
 
-    python benchmarks/table.py                     # the CPU scale (about 3 hours on 2 cores)
+    python benchmarks/table.py                     # the CPU scale (2.3 h on 2 cores before the scratch rows)
     python benchmarks/table.py --quick             # the same protocol at tiny sizes (minutes)
     python benchmarks/analyse_table.py FILE        # every claim, with intervals, from the table alone
 
