@@ -551,7 +551,7 @@ def rebuild_markdown(result: dict) -> str:
              f"{dev['mean']:+.3f} on average (mean absolute {dev['mean_abs']:.3f}, largest {dev['max_abs']:.3f}), test "
              f"{test['mean']:+.3f} (mean absolute {test['mean_abs']:.3f}, largest {test['max_abs']:.3f}); Kendall tau "
              f"between the two builds' orders {dev['tau']:+.3f} on dev, {test['tau']:+.3f} on test. On test, the rebuild "
-             f"moved {summary['beyond_interval']} of {sum(r['kind'] == 'student' for r in rebuild['rows'])} students "
+             f"moved {summary['beyond_interval']} of {summary['students']} students "
              f"beyond the 95% interval of one build. Dev front: {len(front['both'])} of this build's "
              f"{len(front['this'])} are on the other's ({len(front['other'])}).", "",
              "| model | params | dev A / B | test A / B | test A - B [95%, one build] |", "|---|---:|---|---|---|"]

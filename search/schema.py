@@ -387,9 +387,10 @@ class Fidelity(_Section):
     evaluation with the caps of ``rung_evaluation`` (default: one seed, 2 epochs, 300 training
     examples a task; giving ``rung_evaluation`` alone means ``capped``); ``full``, the full evaluation
     at every rung. ``settings``: how held-out losses and probes are taken. Trials are compared only
-    with others at the same rung, so a cheap signal ranks them fairly. When the trials are done, the front's members that stopped below the top rung with
-    ``capped`` scores are scored again in full; under ``probe`` or ``mlm`` a trial that stopped has no
-    quality and stays off the front (its signal is in its record).
+    with others at the same rung, so a cheap signal ranks them fairly. When the trials are done, the
+    front's members that stopped below the top rung with ``capped`` scores are scored again in full;
+    under ``probe`` or ``mlm`` a trial that stopped has no quality and stays off the front (its signal
+    is in its record).
     """
 
     min_steps: PositiveInt

@@ -149,11 +149,14 @@ def _fidelity_needs_distillation(spec: Spec, teacher: Mapping[str, Any]) -> list
     shallower = any(layers < teacher["num_hidden_layers"] for layers in spec.space.layers)
     if fidelity.rung_zero and shallower:  # which candidates end with the depth distillation, if any
         order = list(spec.stages.order)
-        which = ("truncate comes before distill in stages.order, so shallower candidates end with the depth "
-                 "distillation" if order.index("truncate") < order.index("distill") else
-                 f"candidates of hidden size {teacher['hidden_size']} (the teacher's) end with the depth distillation"
-                 if teacher["hidden_size"] in spec.space.hidden else None)
-        problem = _rung_zero_problem(spec, which) if which else []
+        if order.index("truncate") < order.index("distill"):
+            problem = _rung_zero_problem(spec, "truncate comes before distill in stages.order, so shallower "
+                                               "candidates end with the depth distillation")
+        elif teacher["hidden_size"] in spec.space.hidden:
+            problem = _rung_zero_problem(spec, f"candidates of hidden size {teacher['hidden_size']} (the teacher's) "
+                                               "end with the depth distillation")
+        else:
+            problem = []
         if problem:
             return problem
     if shallower and teacher["hidden_size"] in spec.space.hidden and spec.distill.steps != fidelity.max_steps:
