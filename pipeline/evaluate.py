@@ -39,7 +39,7 @@ from pipeline.errors import UsageError
 from pipeline.families import max_positions
 from pipeline.metrics import example_stats, score, task_metric
 
-__all__ = ["TrainedTask", "add_arguments", "evaluate_task", "main", "train_task"]
+__all__ = ["TrainedTask", "add_arguments", "combine_seeds", "evaluate_task", "main", "split_seeds", "train_task"]
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -70,47 +70,105 @@ def evaluate_task(
         dev_scores`` (the same on dev: what a search selects on), ``seeds``,
         ``epochs`` (the epoch each seed tested), ``sizes`` (examples used per split), ``num_labels``,
         ``method``, ``scoring``, ``seconds``, ``cpu_seconds`` (this process's CPU time, training and
-        scoring) and ``examples``: per split (``dev``, ``test``) one `pipeline.metrics.example_stats`
+        scoring), the same per seed (``seed_seconds``, ``seed_cpu_seconds``: the first seed's include the
+        data's loading and encoding, which every seed shares) and ``examples``: per split (``dev``, ``test``) one `pipeline.metrics.example_stats`
         per seed, what a paired bootstrap over examples needs.
 
     Raises:
         UsageError: bad data or a model directory that does not load.
     """
-    started, cpu = time.perf_counter(), time.process_time()
+    mark, cpu = time.perf_counter(), time.process_time()
     if not cfg.seeds:
         raise UsageError("evaluation needs at least one seed")
     setup = _Setup.of(model_dir, task, source, cfg, device)
-    scores, dev_scores, epochs, examples = [], [], [], {"dev": [], "test": []}
+    common = {"task": task, "metric": task_metric(task, cfg.scoring),
+              "sizes": {name: len(split) for name, split in setup.splits.items()},
+              "num_labels": len(setup.data.labels), "method": setup.method, "scoring": cfg.scoring,
+              "model": str(model_dir), "data": source.source}
+    parts = []
     for seed in cfg.seeds:
         trained = setup.train(seed, progress)
+        scores, examples = {}, {}
         for name in ("test", "dev"):
             gold, predicted = trained.outputs(name)
-            (scores if name == "test" else dev_scores).append(score(task, gold, predicted, cfg.scoring))
-            examples[name].append(example_stats(task, gold, predicted, cfg.scoring, setup.data.labels))
-        test, dev = scores[-1], dev_scores[-1]
-        epochs.append(trained.epoch)
-        _report(progress, f"{task} seed {seed}: test {task_metric(task, cfg.scoring)} {test:.4f} (dev {dev:.4f})")
+            scores[name] = score(task, gold, predicted, cfg.scoring)
+            examples[name] = [example_stats(task, gold, predicted, cfg.scoring, setup.data.labels)]
+        now, now_cpu = time.perf_counter(), time.process_time()
+        parts.append({**common, "scores": [scores["test"]], "dev_scores": [scores["dev"]], "seeds": [seed],
+                      "epochs": [trained.epoch], "seed_seconds": [round(now - mark, 2)],
+                      "seed_cpu_seconds": [round(now_cpu - cpu, 2)],
+                      "examples": {"dev": examples["dev"], "test": examples["test"]}})
+        mark, cpu = now, now_cpu
+        _report(progress, f"{task} seed {seed}: test {common['metric']} {scores['test']:.4f} (dev {scores['dev']:.4f})")
+    return combine_seeds(parts)
+
+
+_SHARED = ("task", "metric", "sizes", "num_labels", "method", "scoring")
+
+
+def combine_seeds(parts: list[dict]) -> dict:
+    """One `evaluate_task` result from results of the same task, data and settings on other seeds, in
+    the order given: what evaluating all their seeds at once returns (each seed trains from its own
+    seed alone), its times the sums of theirs. A cache can so keep each seed apart and reuse it in an
+    evaluation of more seeds.
+
+    Raises:
+        ValueError: no parts, parts that differ in a setting, or a seed twice.
+    """
+    if not parts:
+        raise ValueError("no evaluations to combine")
+    first = parts[0]
+    for part in parts[1:]:
+        differ = [key for key in _SHARED if part.get(key) != first.get(key)]
+        if differ:
+            raise ValueError(f"evaluations that differ in {', '.join(differ)} cannot be combined")
+    seeds = [seed for part in parts for seed in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat")
+
+    def joined(key: str) -> list:
+        return [value for part in parts for value in part[key]]
+
+    scores, dev_scores = joined("scores"), joined("dev_scores")
+    seed_seconds = [t for part in parts for t in _seed_times(part, "seconds")]
+    seed_cpu = [t for part in parts for t in _seed_times(part, "cpu_seconds")]
     return {
-        "task": task,
-        "metric": task_metric(task, cfg.scoring),
+        **{key: first[key] for key in _SHARED},
         "mean": statistics.fmean(scores),
         "std": statistics.pstdev(scores),
         "scores": scores,
         "dev_mean": statistics.fmean(dev_scores),
         "dev_std": statistics.pstdev(dev_scores),
         "dev_scores": dev_scores,
-        "seeds": list(cfg.seeds),
-        "epochs": epochs,
-        "sizes": {name: len(split) for name, split in setup.splits.items()},
-        "num_labels": len(setup.data.labels),
-        "method": setup.method,
-        "scoring": cfg.scoring,
-        "model": str(model_dir),
-        "data": source.source,
-        "seconds": round(time.perf_counter() - started, 2),
-        "cpu_seconds": round(time.process_time() - cpu, 2),
-        "examples": examples,
+        "seeds": seeds,
+        "epochs": joined("epochs"),
+        "model": first["model"],
+        "data": first["data"],
+        "seconds": round(sum(seed_seconds), 2),
+        "cpu_seconds": round(sum(seed_cpu), 2),
+        "seed_seconds": seed_seconds,
+        "seed_cpu_seconds": seed_cpu,
+        "examples": {name: [stats for part in parts for stats in part["examples"][name]] for name in ("dev", "test")},
     }
+
+
+def split_seeds(result: dict) -> list[dict]:
+    """`result` (an `evaluate_task` result) as one result per seed, in its order: `combine_seeds` of
+    them gives it back."""
+    seconds, cpu = _seed_times(result, "seconds"), _seed_times(result, "cpu_seconds")
+    return [combine_seeds([{**{key: result[key] for key in (*_SHARED, "model", "data")},
+                            "scores": [result["scores"][i]], "dev_scores": [result["dev_scores"][i]],
+                            "seeds": [seed], "epochs": [result["epochs"][i]], "seconds": seconds[i],
+                            "cpu_seconds": cpu[i], "seed_seconds": [seconds[i]], "seed_cpu_seconds": [cpu[i]],
+                            "examples": {name: [result["examples"][name][i]] for name in ("dev", "test")}}])
+            for i, seed in enumerate(result["seeds"])]
+
+
+def _seed_times(result: dict, key: str) -> list[float]:
+    """Each seed's ``seconds`` or ``cpu_seconds``; a result cached before they were kept per seed splits
+    its total evenly."""
+    n = len(result["seeds"])
+    return result.get(f"seed_{key}") or [round(result[key] / n, 2)] * n
 
 
 def train_task(model_dir: str, task: str, source: TaskSource, cfg: EvalConfig, *, seed: int,

@@ -396,7 +396,8 @@ _BUILDERS = {
 
 def evaluate_model(model_dir: str, key: str, tasks: dict[str, TaskSource], evaluation: EvalConfig,
                    cache_dir: str, device: str | None = None, progress: Progress | None = None) -> dict:
-    """Every task of ``tasks`` on the model in ``model_dir`` (cache key ``key``), each task's result cached.
+    """Every task of ``tasks`` on the model in ``model_dir`` (cache key ``key``), each task's result cached,
+    and each seed's apart (`_evaluate_seeds`).
 
     Returns:
         ``scores`` (dev, the mean over seeds per task), ``test_scores``, ``tasks`` (each task's
@@ -404,16 +405,16 @@ def evaluate_model(model_dir: str, key: str, tasks: dict[str, TaskSource], evalu
     """
     if not tasks:
         return {"scores": {}, "test_scores": {}, "tasks": {}}
-    from pipeline.evaluate import evaluate_task
-
     details = {}
     for task, source in tasks.items():
-        def build(out: Path, task=task, source=source) -> None:
-            outcome = evaluate_task(str(model_dir), task, source, evaluation, device=device, progress=progress)
-            (out / "result.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
+        def task_key(config: EvalConfig, task=task, source=source) -> str:
+            return stage_key(key, "evaluate", {"task": task, "source": source, "evaluation": config})
 
-        task_key = stage_key(key, "evaluate", {"task": task, "source": source, "evaluation": evaluation})
-        path = cached(cache_dir, task_key, build, verify=_result_problem)
+        def build(out: Path, task=task, source=source) -> None:
+            outcome = _evaluate_seeds(model_dir, task, source, evaluation, cache_dir, task_key, device, progress)
+            _write_result(out, outcome)
+
+        path = cached(cache_dir, task_key(evaluation), build, verify=_result_problem)
         details[task] = read_json(path / "result.json")
     # Selection uses dev scores; test scores are reported beside them, never used to choose.
     scores = {task: statistics.fmean(details[task]["dev_scores"]) for task in details}
@@ -424,6 +425,36 @@ def evaluate_model(model_dir: str, key: str, tasks: dict[str, TaskSource], evalu
         if finite:
             result[name] = statistics.fmean(finite)
     return result
+
+
+def _evaluate_seeds(model_dir: str, task: str, source: TaskSource, evaluation: EvalConfig, cache_dir: str,
+                    task_key: Callable[[EvalConfig], str], device: str | None, progress: Progress | None) -> dict:
+    """`evaluate_task` of ``evaluation``'s seeds, each seed cached apart under the key of a one-seed
+    evaluation (``task_key``): an evaluation of more seeds reuses the seeds already scored (a pilot's
+    one seed, a search that raises its seeds) and trains only the others, together."""
+    from pipeline.evaluate import combine_seeds, evaluate_task, split_seeds
+
+    one = {seed: dataclasses.replace(evaluation, seeds=(seed,)) for seed in evaluation.seeds}
+    if len(one) == 1:
+        return evaluate_task(str(model_dir), task, source, evaluation, device=device, progress=progress)
+    missing = tuple(seed for seed, config in one.items() if not is_complete(Path(cache_dir) / task_key(config)))
+    fresh = {}
+    if missing:
+        scored = evaluate_task(str(model_dir), task, source, dataclasses.replace(evaluation, seeds=missing),
+                               device=device, progress=progress)
+        fresh = dict(zip(missing, split_seeds(scored)))
+    parts = []
+    for seed, config in one.items():
+        def build(out: Path, seed=seed, config=config) -> None:  # a seed found damaged is scored again alone
+            _write_result(out, fresh.get(seed) or evaluate_task(str(model_dir), task, source, config, device=device,
+                                                                progress=progress))
+
+        parts.append(read_json(cached(cache_dir, task_key(config), build, verify=_result_problem) / "result.json"))
+    return combine_seeds(parts)
+
+
+def _write_result(out: Path, result: dict) -> None:
+    (out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 
 def _describe(model_dir: str, config: dict) -> dict:

@@ -166,3 +166,25 @@ def test_one_trained_seed_scores_as_the_evaluation_does(task, shared_data, tiny_
             return trained.model.head(trained.model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
 
     assert trained.score("test", wrapped) == result["scores"][0]
+
+
+def test_each_seed_scores_alone_and_seeds_combine_exactly(shared_data, tiny_xlmr):
+    """A seed trains from its own seed only, so an evaluation of seeds (1, 2) is the evaluation of seed 1
+    combined with that of seed 2, per-example counts included: what lets a cache keep seeds apart."""
+    from pipeline.evaluate import combine_seeds, split_seeds
+
+    source = TaskSource(str(shared_data / "mt" / "pos"))
+    both = evaluate_task(str(tiny_xlmr), "pos", source, quick("pos", seeds=(1, 2)))
+    second = evaluate_task(str(tiny_xlmr), "pos", source, quick("pos", seeds=(2,)))
+    assert both["scores"][1] == second["scores"][0] and both["dev_scores"][1] == second["dev_scores"][0]
+    assert both["examples"]["test"][1] == second["examples"]["test"][0]
+    assert both["scores"][0] != both["scores"][1]  # the seeds do differ, so the equality above means something
+    parts = split_seeds(both)
+    assert [p["seeds"] for p in parts] == [[1], [2]] and parts[1]["scores"] == second["scores"]
+    assert combine_seeds(parts) == both
+    assert sum(both["seed_cpu_seconds"]) == pytest.approx(both["cpu_seconds"], abs=0.02)
+    with pytest.raises(ValueError, match="repeat"):
+        combine_seeds([parts[0], parts[0]])
+    other = evaluate_task(str(tiny_xlmr), "pos", source, quick("pos", seeds=(2,), scoring="subword"))
+    with pytest.raises(ValueError, match="metric, .*scoring"):
+        combine_seeds([parts[0], other])

@@ -299,3 +299,38 @@ def test_a_rung_ranked_by_a_signal_is_built_at_the_rung_and_not_evaluated(plan_f
     assert signal["value"] == pytest.approx(heldout_mlm_loss(model, tokenizer, read_corpus(plan.heldout), cfg))
     assert signal["name"] == "mlm" and signal["better"] == "min" and scored["cpu_s"]["signal"] == signal["cpu_s"] > 0
     assert "latency_ms" not in score_student(plan, "mlm", None, cfg)
+
+
+def test_an_evaluation_of_more_seeds_trains_only_the_new_ones(shared_data, tiny_xlmr, tmp_path, monkeypatch):
+    """A pilot's one seed is reused by the full evaluation, which trains the other seed alone; each seed
+    scored by a larger evaluation serves a smaller one without training."""
+    import dataclasses
+
+    from pipeline import evaluate
+    from pipeline.config import EvalConfig, TaskSource
+    from pipeline.plan import input_key
+    from pipeline.trial import evaluate_model
+
+    calls = []
+    real = evaluate.evaluate_task
+
+    def recording(model_dir, task, source, cfg, **kwargs):
+        calls.append(tuple(cfg.seeds))
+        return real(model_dir, task, source, cfg, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_task", recording)
+    base = EvalConfig(seeds=(1,))
+    config = dataclasses.replace(base, pos=dataclasses.replace(base.pos, epochs=1, max_train_examples=48,
+                                                               max_eval_examples=24))
+    tasks = {"pos": TaskSource(str(shared_data / "mt" / "pos"))}
+    model, key, cache = str(tiny_xlmr), input_key(str(tiny_xlmr)), str(tmp_path / "cache")
+    pilot = evaluate_model(model, key, tasks, config, cache)
+    full = evaluate_model(model, key, tasks, dataclasses.replace(config, seeds=(1, 2)), cache)
+    assert calls == [(1,), (2,)]
+    assert full["tasks"]["pos"]["scores"][0] == pilot["tasks"]["pos"]["scores"][0]
+    alone = real(model, "pos", tasks["pos"], dataclasses.replace(config, seeds=(1, 2)))
+    assert full["tasks"]["pos"]["scores"] == alone["scores"] and full["tasks"]["pos"]["examples"] == alone["examples"]
+    evaluate_model(model, key, tasks, dataclasses.replace(config, seeds=(2,)), cache)
+    more = evaluate_model(model, key, tasks, dataclasses.replace(config, seeds=(3, 1, 2)), cache)
+    assert calls == [(1,), (2,), (3,)]  # seed 2 alone was cached by the evaluation of (1, 2)
+    assert more["tasks"]["pos"]["seeds"] == [3, 1, 2] and more["tasks"]["pos"]["scores"][1:] == alone["scores"]
