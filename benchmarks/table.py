@@ -1,6 +1,6 @@
 """The Maltese table: every student of a real space built and scored once, with its costs and cheap signals.
 
-    python benchmarks/table.py                     # the CPU scale (2.3 h on 2 cores before the scratch rows)
+    python benchmarks/table.py                     # the CPU scale (about 3 h on 2 cores)
     python benchmarks/table.py --quick             # the same protocol at tiny sizes (minutes)
     python benchmarks/analyse_table.py FILE        # every claim, with intervals, from the table alone
 
@@ -13,19 +13,23 @@ fidelity, the cheap signals of `pipeline.signals` and `pipeline.trial.evaluate_m
    option (adapters or full fine-tuning, first-token or mean pooling, the epochs halved), one seed; the
    option with the largest teacher-over-random dev gap is the protocol. Then the pretraining length:
    the teacher pretrained for fewer steps against the full recipe, under that protocol, on dev; the
-   better teacher is the table's.
-2. **the teacher and the random model**, evaluated in full (every seed, dev and test).
-3. **every student** of the space (layers x FFN x hidden x vocabulary) and the paper path's
-   intermediate models: at each rung of its last distillation (0 = after the training-free stages) its
-   cheap signals with their cost, and at the top rung the full evaluation with what a paired bootstrap
-   needs (per-example counts on dev and test, per seed); every stage build with its CPU seconds, keyed
-   by its cache key, so a shared build is counted once. The keys are those of the table's first run
-   (``key_inputs``): a resumed run on another machine rebuilds the teacher and the text under other
-   paths and file times, and its builds are keyed as the first run would have keyed them.
+   better teacher is the table's. Beside those last pilots, the random model's full evaluation (every
+   seed, dev and test), which reuses its pilot's seed from the stage cache.
+2. **the teacher**: built, or found in the stage cache, and the trial context around it.
+3. **every student** of the space (layers x FFN x hidden x vocabulary): at each rung of its last
+   distillation (0 = after the training-free stages) its cheap signals with their cost, and at the top
+   rung the full evaluation with what a paired bootstrap needs (per-example counts on dev and test, per
+   seed); every stage build with its CPU seconds, keyed by its cache key, so a shared build is counted
+   once. The keys are those of the table's first run (``key_inputs``): a resumed run on another machine
+   rebuilds the teacher and the text under other paths and file times, and its builds are keyed as the
+   first run would have keyed them.
 4. **scratch**: each shape of the dev front trained from random initialisation with MLM on the same
    text, with the pretraining recipe's learning rate and warm-up, for the FLOPs of its compression path
    (teacher forward passes and held-out passes included); the best front shape also for those FLOPs
-   plus the teacher's own pretraining.
+   plus the teacher's own pretraining. That run is the longest of the table; while it trains, the other
+   worker takes the other shapes and then what no phase needs: the paper path's intermediate models
+   outside the space (as the students, at the top rung only), and the teacher's and the random model's
+   full rows (evaluation and signals).
 
 The table (JSON) is written after every finished piece of work and read back on start: a run that
 stops resumes where the file ends, on this machine or another (the stage cache does not travel; a
@@ -239,8 +243,13 @@ def protocol_options(setup: Setup) -> dict[str, tuple[EvalConfig, tuple[str, ...
 def chosen_protocol(table: dict, setup: Setup) -> tuple[EvalConfig, int]:
     """The evaluation and pretraining length the table's pilots chose on dev (`decide_protocol`)."""
     protocol = table["protocol"]
-    config, _ = protocol_options(setup)[protocol["decision"]["option"]]
-    return dataclasses.replace(config, seeds=setup.scale.evaluation.seeds), protocol["pretraining"]["steps"]
+    return full_evaluation(setup, protocol["decision"]["option"]), protocol["pretraining"]["steps"]
+
+
+def full_evaluation(setup: Setup, option: str) -> EvalConfig:
+    """A pilot option with every seed of the scale: the evaluation of the table's models under it."""
+    config, _ = protocol_options(setup)[option]
+    return dataclasses.replace(config, seeds=setup.scale.evaluation.seeds)
 
 
 def pilot_score(pilots: list[dict], options: dict, model: str, option: str, task: str) -> float:
@@ -277,6 +286,15 @@ def _pilot_job(args) -> dict:
                       "cpu_s": result["tasks"][t].get("cpu_seconds")} for t in tasks],
             "model_dir": model_dir, "cpu_s": round(time.process_time() - cpu, 1),
             "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def _evaluation_job(args) -> None:
+    """A model's evaluation into the stage cache, for a later `evaluate_model` of it to find."""
+    model_dir, tasks, evaluation, cache_dir = args
+    from pipeline.plan import input_key
+    from pipeline.trial import evaluate_model
+
+    evaluate_model(model_dir, input_key(model_dir), tasks, evaluation, cache_dir)
 
 
 # ---------------------------------------------------------------------------- students
@@ -505,6 +523,11 @@ def _front(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["name"] in ids]
 
 
+# A run's phases, in order, each resuming from what the table holds. The last builds the scratch rows and,
+# beside them, the paper path's models outside the space and the teacher's and random model's rows (`Run.last`).
+PHASES = ("text", "pilots", "teacher", "students", "scratch")
+
+
 class Run:
     """One tabulation: the table in memory, written after every piece of work."""
 
@@ -524,26 +547,28 @@ class Run:
         self.session["phases"][name] = round(time.time() - started, 1)
         self.save()
 
-    def run(self) -> dict:
+    def run(self, stop_after: str | None = None) -> dict:
+        """Each phase (`PHASES`) in turn, up to ``stop_after`` (default: all), doing only what the table
+        does not hold yet."""
         setup, table = self.setup, self.table
-        t = time.time()
-        if table["corpus"] is None or not (self.work / "text" / "corpus.txt").is_file():
-            table["corpus"] = prepare_text(self.data, self.work / "text")
-        base = _spec(setup, self.work, self.data, setup.scale.evaluation, setup.scale.pretrain.steps)
-        self.phase("text", t)
-        if table["protocol"] is None or "pretraining" not in table["protocol"]:
-            self.pilots(base)
-        evaluation, steps = self.protocol()
-        spec = _spec(setup, self.work, self.data, evaluation, steps)
-        t = time.time()
-        context = self.prepare(spec)
-        self.phase("teacher", t)
-        t = time.time()
-        self.students(spec, context)
-        self.phase("students", t)
-        t = time.time()
-        self.scratch(spec, context)
-        self.phase("scratch", t)
+        for name in PHASES[:PHASES.index(stop_after) + 1] if stop_after else PHASES:
+            t = time.time()
+            if name == "text":
+                if table["corpus"] is None or not (self.work / "text" / "corpus.txt").is_file():
+                    table["corpus"] = prepare_text(self.data, self.work / "text")
+            elif name == "pilots":
+                if table["protocol"] is None or "pretraining" not in table["protocol"]:
+                    self.pilots(_spec(setup, self.work, self.data, setup.scale.evaluation, setup.scale.pretrain.steps))
+                continue  # timed inside, when it runs
+            elif name == "teacher":
+                evaluation, steps = self.protocol()
+                spec = _spec(setup, self.work, self.data, evaluation, steps)
+                context = self.prepare(spec)
+            elif name == "students":
+                self.students(spec, context)
+            else:
+                self.last(spec, context)
+            self.phase(name, t)
         self.session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.save()
         return table
@@ -575,8 +600,14 @@ class Run:
                 for option in {chosen, chosen.removesuffix("-mean")}:
                     jobs.append((spec, f"teacher-{s}", builds[s].result(), option, options[option][0],
                                  options[option][1] if option == chosen else ("pos",)))
+            # the random model's full evaluation, which no pretraining length changes, beside the shorter
+            # teachers' pilots (the other worker would wait for them); it reuses the pilot's seed, and the
+            # random model's row (`Run.last`) finds the whole of it in the stage cache
+            full = pool.submit(_evaluation_job, (random_dir, spec.data.tasks, full_evaluation(setup, chosen),
+                                                 spec.search.cache_dir))
             for result in _as_done(pool, _pilot_job, jobs):
                 protocol["pilots"] += result["rows"]
+            full.result()
         lengths = {s: statistics.fmean(
             pilot_score(protocol["pilots"], options, "teacher" if s == setup.scale.pretrain.steps else f"teacher-{s}",
                         chosen, task) for task in TASKS) for s in setup.pretrain_steps}
@@ -607,13 +638,10 @@ class Run:
         untrained = dataclasses.replace(spec.teacher.adapt, steps=0)
         return build_teacher(spec.teacher.build, untrained, spec.data.corpus, spec.data.heldout, spec.search.cache_dir)
 
-    # -- teacher and random, in full
+    # -- the teacher
     def prepare(self, spec):
-        """The trial context (the teacher built or found in the cache), and the teacher's and the random
-        model's full evaluations unless the table holds them."""
-        from pipeline import modeling
-        from pipeline.flops import mlm_training_flops
-        from pipeline.trial import teacher_reference
+        """The trial context: the teacher built or found in the cache. Its full row and the random
+        model's wait for the last phase (`last`), which nothing before needs."""
         from search.preflight import preflight
         from search.prepare import trial_context
         from search.spec import teacher_config
@@ -630,67 +658,60 @@ class Run:
         context = dataclasses.replace(context, rungs=self.setup.rungs)
         # what the stage keys of the table's first run hold: the same builds keep their keys elsewhere
         self.table.setdefault("key_inputs", key_inputs(context.plan))
-        for name in ("teacher", "random"):
-            if self.table[name] is None:
-                folder = context.plan.teacher if name == "teacher" else self._random(spec)
-                result = teacher_reference(folder, spec.data.tasks, spec.evaluation, spec.search.cache_dir)
-                metrics = _pretraining_metrics(folder, spec)
-                config = modeling.load_config(folder)
-                self.table[name] = {"name": name, "params": result["params"], "config": result["config"],
-                                    "pretrain_steps": metrics.get("steps"), "heldout_loss": metrics.get("heldout_loss"),
-                                    "flops": mlm_training_flops(config, metrics, spec.teacher.adapt.max_length),
-                                    "build_wall_s": metrics.get("seconds"), **_model_row(result),
-                                    "signals": self._signals(folder, context)}
-                self.save()
         return context
-
-    def _signals(self, folder: str, context) -> dict:
-        """Every cheap signal of a model of the teacher's shape (against the teacher itself): what a
-        trained model and an untrained one score, beside the students."""
-        from pipeline.signals import measure
-
-        plan = context.plan
-        return {signal: measure(signal, folder, heldout=_heldout(plan), teacher_dir=plan.teacher,
-                                distill=plan.truncate.distill, tasks=plan.tasks, evaluation=plan.rung_evaluation,
-                                cfg=self.setup.signals) for signal in SIGNAL_NAMES}
 
     # -- students
     def students(self, spec, context) -> None:
+        """Every student of the space: what the dev front, and so the scratch rows, depend on."""
+        jobs = self._student_jobs(spec, context, space=True)
+        if not jobs:
+            return
+        log.info("%d jobs of students to build and score", len(jobs))
+        with _pool(self.workers) as pool:
+            for result in _as_done(pool, _student_job, jobs):
+                self._add_students(result)
+
+    def _student_jobs(self, spec, context, space: bool) -> list[tuple]:
+        """The jobs of the space's students the table lacks (``space``), or of the paper path's models
+        outside the space."""
         from search.space import candidates, label
 
         setup = self.setup
         done = {s["name"] for s in self.table["students"]}
         paper = {label(c): name for name, c in maltese.paper_path(setup.scale)}
         grid = candidates(spec, context.teacher_config)
-        groups: dict[tuple, list[dict]] = {}
-        for c in grid:
-            name = label(c)
-            if name not in done:
-                groups.setdefault((c.num_hidden_layers, c.intermediate_size, c.hidden_size), []).append(
-                    {"candidate": dataclasses.asdict(c), "paper": name in paper, "paper_name": paper.get(name),
-                     "space": True, "rungs": True})
-        jobs = [sorted(group, key=lambda e: e["candidate"]["vocab_size"] is None) for group in groups.values()]
-        # the largest first (longest-processing-time-first): the last jobs are small, so neither worker
-        # waits long for the other at the end
-        jobs.sort(key=lambda g: (g[0]["candidate"]["hidden_size"], g[0]["candidate"]["intermediate_size"]), reverse=True)
-        jobs = _interleave(jobs, lambda g: g[0]["candidate"]["num_hidden_layers"])
-        for name, c in maltese.paper_path(setup.scale):
-            if label(c) not in done and label(c) not in {label(g) for g in grid}:
-                jobs.append([{"candidate": dataclasses.asdict(c), "paper": True, "paper_name": name, "space": False,
-                              "rungs": False}])
+        jobs = []
+        if space:
+            groups: dict[tuple, list[dict]] = {}
+            for c in grid:
+                name = label(c)
+                if name not in done:
+                    groups.setdefault((c.num_hidden_layers, c.intermediate_size, c.hidden_size), []).append(
+                        {"candidate": dataclasses.asdict(c), "paper": name in paper, "paper_name": paper.get(name),
+                         "space": True, "rungs": True})
+            jobs = [sorted(group, key=lambda e: e["candidate"]["vocab_size"] is None) for group in groups.values()]
+            # the largest first (longest-processing-time-first): the last jobs are small, so neither worker
+            # waits long for the other at the end
+            jobs.sort(key=lambda g: (g[0]["candidate"]["hidden_size"], g[0]["candidate"]["intermediate_size"]),
+                      reverse=True)
+            jobs = _interleave(jobs, lambda g: g[0]["candidate"]["num_hidden_layers"])
+        else:
+            for name, c in maltese.paper_path(setup.scale):
+                if label(c) not in done and label(c) not in {label(g) for g in grid}:
+                    jobs.append([{"candidate": dataclasses.asdict(c), "paper": True, "paper_name": name,
+                                  "space": False, "rungs": False}])
         if not jobs:
-            return
+            return []
         teachers = self.teachers(context)
-        log.info("%d jobs of students to build and score", len(jobs))
-        with _pool(self.workers) as pool:
-            jobs = [(context, setup.scale.name, job, teachers, self.table["key_inputs"]) for job in jobs]
-            for result in _as_done(pool, _student_job, jobs):
-                self._built(result["builds"])
-                _add_builds(self.table, result["builds"])
-                self.table["students"] += result["students"]
-                _own_costs(self.table)
-                self.save()
-                log.info("table: %d students", len(self.table["students"]))
+        return [(context, setup.scale.name, job, teachers, self.table["key_inputs"]) for job in jobs]
+
+    def _add_students(self, result: dict) -> None:
+        self._built(result["builds"])
+        _add_builds(self.table, result["builds"])
+        self.table["students"] += result["students"]
+        _own_costs(self.table)
+        self.save()
+        log.info("table: %d students", len(self.table["students"]))
 
     def _built(self, builds: list[dict]) -> None:
         """The run's record of the stage builds it made itself (the rest it found in the cache)."""
@@ -708,11 +729,30 @@ class Run:
             teachers[vocab] = built["model_dir"]
         return teachers
 
-    # -- scratch
-    def scratch(self, spec, context) -> None:
-        """Each dev-front shape from random initialisation. A shape is the teacher's config with the
-        student's sizes and the tokenizer of its vocabulary (the trimmed teacher's: the same pieces), so
-        nothing of the student itself is needed: a resumed run on another machine does not rebuild it."""
+    # -- the last phase
+    def last(self, spec, context) -> None:
+        """The scratch rows, and beside them what nothing later needs: the paper path's models outside the
+        space, and the teacher's and the random model's full rows. The scratch rows go first, the longest
+        first (`scratch_jobs`); the rest fills the worker the paths leave free while the longest trains."""
+        scratch = self.scratch_jobs(spec, context)
+        paper = self._student_jobs(spec, context, space=False)
+        references = [(name, folder, spec, context, self.setup.scale.name)
+                      for name, folder in (("teacher", context.plan.teacher), ("random", self._random(spec)))
+                      if self.table[name] is None]
+        if not (scratch or paper or references):
+            return
+        with _pool(self.workers) as pool:  # submitted in this order: the pool's queue keeps it
+            done = {pool.submit(_scratch_job, job): self._add_scratch for job in scratch}
+            done.update({pool.submit(_student_job, job): self._add_students for job in paper})
+            done.update({pool.submit(_reference_job, job): self._add_reference for job in references})
+            for future in concurrent.futures.as_completed(done):
+                done[future](future.result())
+
+    def scratch_jobs(self, spec, context) -> list[tuple]:
+        """Each dev-front shape from random initialisation, the table lacks. A shape is the teacher's
+        config with the student's sizes and the tokenizer of its vocabulary (the trimmed teacher's: the
+        same pieces), so nothing of the student itself is needed: a resumed run on another machine does
+        not rebuild it."""
         from pipeline import modeling
 
         students = [s for s in self.table["students"] if s.get("space")]
@@ -721,13 +761,12 @@ class Run:
         best = max(front, key=lambda r: statistics.fmean(r["dev"][t] for t in TASKS))
         done = {(r["of"], r["budget"]) for r in self.table["scratch"]}
         wanted = [(r, "path", r["flops"]) for r in front]
-        wanted.append((best, "path+teacher", best["flops"] + self.table["teacher"]["flops"]))
+        wanted.append((best, "path+teacher", best["flops"] + _pretraining_flops(context.plan.teacher, spec)))
         # the most FLOPs first (longest-processing-time-first): the run for the teacher's pretraining too
-        # (12x a path's FLOPs on the CPU table) trains on one worker while the other takes the paths; last,
-        # it left one worker idle for most of its hour
+        # (12x a path's FLOPs on the CPU table) trains on one worker while the other takes the paths
         wanted = sorted((w for w in wanted if (w[0]["name"], w[1]) not in done), key=lambda w: -w[2])
         if not wanted:
-            return
+            return []
         teachers = self.teachers(context)
         jobs = []
         for row, budget, flops in wanted:
@@ -735,10 +774,45 @@ class Run:
             config = {**modeling.load_config(tokenizer_dir), **row["config"]}
             jobs.append((row["name"], budget, flops, config, tokenizer_dir, spec, spec.evaluation,
                          spec.search.cache_dir, spec.teacher.adapt))
-        with _pool(self.workers) as pool:
-            for row in _as_done(pool, _scratch_job, jobs):
-                self.table["scratch"].append(row)
-                self.save()
+        return jobs
+
+    def _add_scratch(self, row: dict) -> None:
+        self.table["scratch"].append(row)
+        self.save()
+
+    def _add_reference(self, row: dict) -> None:
+        self.table[row["name"]] = row
+        self.save()
+
+
+def _reference_job(args) -> dict:
+    """The teacher's or the random model's full row: its evaluation, size and pretraining, and every
+    cheap signal (against the teacher itself): what a trained model and an untrained one score, beside
+    the students."""
+    name, folder, spec, context, setup_name = args
+    _worker_logging()
+    from pipeline.signals import measure
+    from pipeline.trial import teacher_reference
+
+    result = teacher_reference(folder, spec.data.tasks, spec.evaluation, spec.search.cache_dir)
+    metrics = _pretraining_metrics(folder, spec)
+    plan = context.plan
+    signals = {signal: measure(signal, folder, heldout=_heldout(plan), teacher_dir=plan.teacher,
+                               distill=plan.truncate.distill, tasks=plan.tasks, evaluation=plan.rung_evaluation,
+                               cfg=setup_named(setup_name).signals) for signal in SIGNAL_NAMES}
+    return {"name": name, "params": result["params"], "config": result["config"],
+            "pretrain_steps": metrics.get("steps"), "heldout_loss": metrics.get("heldout_loss"),
+            "flops": _pretraining_flops(folder, spec, metrics), "build_wall_s": metrics.get("seconds"),
+            **_model_row(result), "signals": signals}
+
+
+def _pretraining_flops(folder: str, spec, metrics: dict | None = None) -> float:
+    """FLOPs of a pretrained model's MLM training (its held-out passes included)."""
+    from pipeline import modeling
+    from pipeline.flops import mlm_training_flops
+
+    metrics = _pretraining_metrics(folder, spec) if metrics is None else metrics
+    return mlm_training_flops(modeling.load_config(folder), metrics, spec.teacher.adapt.max_length)
 
 
 def _pretraining_metrics(folder: str, spec) -> dict:
@@ -790,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="the table (default benchmarks/results/maltese-table-cpu.json; --quick: in the work folder)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (default 2)")
+    parser.add_argument("--stop-after", choices=PHASES[:-1], default=None,
+                        help="end after this phase (to time the phases before it); a later run resumes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     name = "quick" if args.quick else "cpu"
@@ -805,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run.run()
+    run.run(args.stop_after)
     print(f"table: {len(run.table['students'])} students, {len(run.table['scratch'])} scratch rows -> {out}")
     return 0
 

@@ -221,9 +221,20 @@ def test_quick_tabulation_resumes_without_rebuilding_what_the_table_holds(tmp_pa
     work, out = tmp_path / "work", tmp_path / "table.json"
     args = [str(REPO / "benchmarks" / "table.py"), "--quick", "--data", str(shared_data), "--work", str(work),
             "--out", str(out)]
+    proc = _cli(*args, "--stop-after", "teacher")  # to time the phases before the students
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads(out.read_text())
+    assert table["students"] == [] and table["scratch"] == [] and table["teacher"] is None is table["random"]
+    assert list(table["runs"][0]["phases"]) == ["text", "pilots", "teacher"]
+
     proc = _cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = json.loads(out.read_text())
+    assert list(table["runs"][1]["phases"]) == ["text", "teacher", "students", "scratch"]
+    assert table["teacher"]["signals"] and table["random"]["signals"]
+    chosen = table["protocol"]["decision"]["option"]  # the full evaluation's first seed is the pilot's
+    pilot = {p["task"]: p["dev"] for p in table["protocol"]["pilots"] if (p["model"], p["option"]) == ("random", chosen)}
+    assert {t: seeds[0] for t, seeds in table["random"]["dev_seeds"].items() if t in pilot} == pilot
     space = [s for s in table["students"] if s["space"]]
     assert len(space) == 4 and len(table["students"]) == 8 and {s["name"] for s in space if s["paper"]}
     for student in table["students"]:
@@ -237,8 +248,9 @@ def test_quick_tabulation_resumes_without_rebuilding_what_the_table_holds(tmp_pa
     assert {r["budget"] for r in table["scratch"]} == {"path", "path+teacher"}
     assert table["runs"][0]["commit"] and table["runs"][0]["machine"]["cpus"]
 
-    # another machine: another folder, no stage cache, and a table that ends before the last two students
-    kept, dropped = table["students"][:-2], table["students"][-2:]
+    # another machine: another folder, no stage cache, and a table without the last two students of the space
+    dropped = [s for s in table["students"] if s["space"]][-2:]
+    kept = [s for s in table["students"] if s not in dropped]
     table["students"] = kept
     out.write_text(json.dumps(table), encoding="utf-8")
     shutil.rmtree(work)
@@ -259,8 +271,8 @@ def test_quick_tabulation_resumes_without_rebuilding_what_the_table_holds(tmp_pa
             # (seen: 1.6e-4; a rebuilt student's weights differed by up to 7e-7 from the first build, cause not found)
             tolerance = 1e-3 if signal in ("probe", "capped") else 1e-6
             assert rebuilt["signals"][signal] == pytest.approx(values, abs=tolerance), signal
-    assert len(resumed["runs"]) == 2 and resumed["scratch"] == table["scratch"]
-    built_again = set(resumed["runs"][1]["built"])
+    assert len(resumed["runs"]) == 3 and resumed["scratch"] == table["scratch"]
+    built_again = set(resumed["runs"][2]["built"])
     needed = {key for s in dropped for path in s["rung_paths"].values() for key in path}
     held_alone = {key for s in kept for path in s["rung_paths"].values() for key in path} - needed
     assert held_alone and built_again and not built_again - needed - set(table["builds"])
