@@ -1,6 +1,6 @@
 """The Maltese table: every student of a real space built and scored once, with its costs and cheap signals.
 
-    python benchmarks/table.py                     # the CPU scale (about 3 h on 2 cores)
+    python benchmarks/table.py --out FILE.json     # the CPU scale (about 3 h on 2 cores)
     python benchmarks/table.py --quick             # the same protocol at tiny sizes (minutes)
     python benchmarks/analyse_table.py FILE        # every claim, with intervals, from the table alone
 
@@ -862,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the shared data folder (the one holding mt/)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default benchmarks/work/table-SCALE)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="the table (default benchmarks/results/maltese-table-cpu.json; --quick: in the work folder)")
+                        help="the table: a new file for a new table, the same file to resume (--quick: default "
+                             "in the work folder)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (default 2)")
     parser.add_argument("--stop-after", choices=PHASES[:-1], default=None,
                         help="end after this phase (to time the phases before it); a later run resumes")
@@ -871,10 +872,11 @@ def main(argv: list[str] | None = None) -> int:
     name = "quick" if args.quick else "cpu"
     setup = setup_named(name)
     work = (args.work or REPO / "benchmarks" / "work" / f"table-{name}").resolve()
-    out = (args.out or (work / "maltese-table-quick.json" if args.quick else
-                        REPO / "benchmarks" / "results" / "maltese-table-cpu.json")).resolve()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if args.out is None and not args.quick:  # a default file would be one that a section cites
+            raise UsageError("--out: name the table's file (a new one for a new table, the same one to resume)")
+        out = (args.out or work / "maltese-table-quick.json").resolve()
         if not (args.data / "mt").is_dir():
             raise UsageError(f"--data {args.data}: no mt/ folder there (give the shared data folder)")
         run = Run(setup, args.data.resolve(), work, out, args.workers, argv)

@@ -216,6 +216,16 @@ def test_tabulation_refuses_a_foreign_table(tmp_path, shared_data):
     assert json.loads(out.read_text()) == theirs and not (tmp_path / "work").exists()
 
 
+def test_the_cpu_table_names_its_file(tmp_path, shared_data):
+    """No default file for the CPU scale: the old default was the first table, which a section cites."""
+    cited = REPO / "benchmarks" / "results" / "maltese-table-cpu.json"
+    before = cited.read_bytes()
+    proc = _cli(str(REPO / "benchmarks" / "table.py"), "--data", str(shared_data), "--work", str(tmp_path / "work"))
+    assert proc.returncode == 2 and proc.stderr.strip() == ("error: --out: name the table's file (a new one for a new "
+                                                            "table, the same one to resume)")
+    assert cited.read_bytes() == before and not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow
 def test_quick_tabulation_resumes_without_rebuilding_what_the_table_holds(tmp_path, shared_data):
     work, out = tmp_path / "work", tmp_path / "table.json"
