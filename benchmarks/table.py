@@ -749,10 +749,10 @@ class Run:
                 done[future](future.result())
 
     def scratch_jobs(self, spec, context) -> list[tuple]:
-        """Each dev-front shape from random initialisation, the table lacks. A shape is the teacher's
-        config with the student's sizes and the tokenizer of its vocabulary (the trimmed teacher's: the
-        same pieces), so nothing of the student itself is needed: a resumed run on another machine does
-        not rebuild it."""
+        """The jobs of the scratch rows the table lacks: each dev-front shape from random initialisation.
+        A shape is the teacher's config with the student's sizes and the tokenizer of its vocabulary (the
+        trimmed teacher's: the same pieces), so nothing of the student itself is needed: a resumed run on
+        another machine does not rebuild it."""
         from pipeline import modeling
 
         students = [s for s in self.table["students"] if s.get("space")]
