@@ -334,3 +334,34 @@ def test_an_evaluation_of_more_seeds_trains_only_the_new_ones(shared_data, tiny_
     more = evaluate_model(model, key, tasks, dataclasses.replace(config, seeds=(3, 1, 2)), cache)
     assert calls == [(1,), (2,), (3,)]  # seed 2 alone was cached by the evaluation of (1, 2)
     assert more["tasks"]["pos"]["seeds"] == [3, 1, 2] and more["tasks"]["pos"]["scores"][1:] == alone["scores"]
+
+
+def test_a_damaged_seed_of_a_larger_evaluation_is_scored_again_alone(shared_data, tiny_xlmr, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from pipeline import evaluate
+    from pipeline.cache import stage_key
+    from pipeline.config import EvalConfig, TaskSource
+    from pipeline.plan import input_key
+    from pipeline.trial import evaluate_model
+
+    base = EvalConfig(seeds=(1, 2))
+    config = dataclasses.replace(base, pos=dataclasses.replace(base.pos, epochs=1, max_train_examples=48,
+                                                               max_eval_examples=24))
+    tasks = {"pos": TaskSource(str(shared_data / "mt" / "pos"))}
+    model, key, cache = str(tiny_xlmr), input_key(str(tiny_xlmr)), tmp_path / "cache"
+    first = evaluate_model(model, key, tasks, config, str(cache))
+
+    def entry(seeds):
+        return cache / stage_key(key, "evaluate", {"task": "pos", "source": tasks["pos"],
+                                                    "evaluation": dataclasses.replace(config, seeds=seeds)})
+
+    shutil.rmtree(entry((1, 2)))
+    (entry((2,)) / "result.json").write_text("{", encoding="utf-8")  # a truncated write
+    calls = []
+    real = evaluate.evaluate_task
+    monkeypatch.setattr(evaluate, "evaluate_task",
+                        lambda *args, **kwargs: calls.append(tuple(args[3].seeds)) or real(*args, **kwargs))
+    again = evaluate_model(model, key, tasks, config, str(cache))
+    assert calls == [(2,)] and again["tasks"]["pos"]["scores"] == first["tasks"]["pos"]["scores"]
