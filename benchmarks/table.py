@@ -341,7 +341,6 @@ def _student_job(args) -> dict:
 
     torch.set_num_threads(1)
     _worker_logging()
-    from pipeline.signals import measure
     from pipeline.trial import build_student, evaluate_model
     from search.space import label
 
@@ -365,10 +364,7 @@ def _student_job(args) -> dict:
             builds += built["builds"]
             row["rung_paths"][str(rung)] = [b["key"] for b in built["builds"]]
             teacher = teacher_dirs[str(candidate.vocab_size)]
-            for signal in SIGNAL_NAMES:
-                measured = measure(signal, built["model_dir"], heldout=heldout, teacher_dir=teacher,
-                                   distill=plan.truncate.distill, tasks=plan.tasks, evaluation=plan.rung_evaluation,
-                                   cfg=setup.signals)
+            for signal, measured in _signals(built["model_dir"], plan, teacher, heldout, setup.signals).items():
                 row["signals"][signal][str(rung)] = measured["value"]
                 row["signal_parts"][signal][str(rung)] = measured["parts"]
                 row["signal_cost_s"][signal][str(rung)] = measured["cpu_s"]
@@ -736,9 +732,8 @@ class Run:
         first (`scratch_jobs`); the rest fills the worker the paths leave free while the longest trains."""
         scratch = self.scratch_jobs(spec, context)
         paper = self._student_jobs(spec, context, space=False)
-        references = [(name, folder, spec, context, self.setup.scale.name)
-                      for name, folder in (("teacher", context.plan.teacher), ("random", self._random(spec)))
-                      if self.table[name] is None]
+        references = [(name, context.plan.teacher if name == "teacher" else self._random(spec), spec, context,
+                       self.setup.scale.name) for name in ("teacher", "random") if self.table[name] is None]
         if not (scratch or paper or references):
             return
         with _pool(self.workers) as pool:  # submitted in this order: the pool's queue keeps it
@@ -791,19 +786,25 @@ def _reference_job(args) -> dict:
     the students."""
     name, folder, spec, context, setup_name = args
     _worker_logging()
-    from pipeline.signals import measure
     from pipeline.trial import teacher_reference
 
     result = teacher_reference(folder, spec.data.tasks, spec.evaluation, spec.search.cache_dir)
     metrics = _pretraining_metrics(folder, spec)
     plan = context.plan
-    signals = {signal: measure(signal, folder, heldout=_heldout(plan), teacher_dir=plan.teacher,
-                               distill=plan.truncate.distill, tasks=plan.tasks, evaluation=plan.rung_evaluation,
-                               cfg=setup_named(setup_name).signals) for signal in SIGNAL_NAMES}
+    signals = _signals(folder, plan, plan.teacher, _heldout(plan), setup_named(setup_name).signals)
     return {"name": name, "params": result["params"], "config": result["config"],
             "pretrain_steps": metrics.get("steps"), "heldout_loss": metrics.get("heldout_loss"),
             "flops": _pretraining_flops(folder, spec, metrics), "build_wall_s": metrics.get("seconds"),
             **_model_row(result), "signals": signals}
+
+
+def _signals(model_dir: str, plan, teacher_dir: str, heldout: list[str], cfg) -> dict[str, dict]:
+    """Every cheap signal of the model in ``model_dir`` (`pipeline.signals.measure`), the distillation
+    loss against ``teacher_dir``, as the students' and the references' rows take them."""
+    from pipeline.signals import measure
+
+    return {signal: measure(signal, model_dir, heldout=heldout, teacher_dir=teacher_dir, distill=plan.truncate.distill,
+                            tasks=plan.tasks, evaluation=plan.rung_evaluation, cfg=cfg) for signal in SIGNAL_NAMES}
 
 
 def _pretraining_flops(folder: str, spec, metrics: dict | None = None) -> float:
